@@ -66,6 +66,11 @@ class MultiModalDataset(Sequence[Sample]):
         class_descriptions: per-class free text (from a KG or the user), may be empty.
         root: folder the dataset was loaded from.
         name: short dataset name used in reports and cache keys.
+        unseen_classes: class indices held out for zero-shot evaluation (no training samples).
+        recordings: class-level audio recordings (not tied to one sample), as audio-only samples
+            whose ``label`` is the recorded class (CUB: xeno-canto songs, one per recorded class).
+        meta: dataset-level extras written by loaders: what was left out and why
+            (``"missing"``, ``"skipped_bad"``), source files, class folder names, ...
     """
 
     samples: list[Sample]
@@ -77,6 +82,9 @@ class MultiModalDataset(Sequence[Sample]):
     class_descriptions: dict[int, str] = field(default_factory=dict)
     root: Path | None = None
     name: str = "dataset"
+    unseen_classes: list[int] = field(default_factory=list)
+    recordings: list[Sample] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.split and len(self.split) != len(self.samples):

@@ -1,0 +1,12 @@
+"""Encoders map one modality to vectors; ``create_encoder(modality, name)`` builds them.
+
+Importing this package registers every modality's encoder in :data:`ENCODERS`.
+"""
+
+from fgmm.encoders.base import Encoder
+from fgmm.encoders.factory import ENCODERS, create_encoder
+from fgmm.encoders.pretrained import list_pretrained
+from fgmm.encoders.text import TextEncoder  # noqa: F401  (registers the "text" modality)
+from fgmm.encoders.vision import TimmVisionEncoder
+
+__all__ = ["ENCODERS", "Encoder", "TimmVisionEncoder", "create_encoder", "list_pretrained"]

@@ -1,0 +1,94 @@
+r"""Image encoders built on timm.
+
+A :class:`TimmVisionEncoder` wraps any timm classifier without its head, so that
+
+.. math::
+    \mathbf{z} = \operatorname{GAP}\big(f_\theta(T(\mathbf{x}))\big) \in \mathbb{R}^{d},
+
+where :math:`T` is timm's preprocessing for the weights (resize, centre crop, normalise),
+:math:`f_\theta` the convolutional/transformer trunk, GAP the model's global pooling and :math:`d`
+its ``num_features`` (1280 for EfficientNet-Lite0/Lite2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import timm.data
+import torch
+
+from fgmm.encoders.base import Encoder
+from fgmm.encoders.factory import ENCODERS
+from fgmm.encoders.pretrained import PREPROCESSING_KEYS, create_timm_model, offline_weights
+
+
+@ENCODERS.register("vision")
+class TimmVisionEncoder(Encoder):
+    """A timm model returning pooled image features.
+
+    Args:
+        name: an offline name (``efficientnet_lite2`` default, ``efficientnet_lite0``) or any timm model name.
+        pretrained: load ImageNet weights (offline where available, else timm's hub).
+        frozen: no gradients and fixed batch-norm statistics; :meth:`encode` runs without autograd.
+        image_size: input side (int) or ``(height, width)``; default: the size the weights were trained at.
+        checkpoint_path: local weights file loaded instead of pretrained weights.
+
+    Attributes:
+        model: the timm model (``num_classes=0``: its forward returns ``[B, dim]`` pooled features).
+        data_config: timm data config (input size, mean, std, interpolation, crop) used by :meth:`transform`.
+
+    Example::
+
+        encoder = TimmVisionEncoder()                              # EfficientNet-Lite2 @ 260 px, 1280-d
+        x = torch.stack([encoder.transform()(load_image(p)) for p in paths])
+        features = encoder.encode(x)                               # [B, 1280]
+    """
+
+    modality = "vision"
+
+    def __init__(
+        self,
+        name: str = "efficientnet_lite2",
+        pretrained: bool = True,
+        frozen: bool = True,
+        image_size: int | tuple[int, int] | None = None,
+        checkpoint_path: str | Path | None = None,
+    ):
+        model = create_timm_model(name, pretrained=pretrained, num_classes=0, checkpoint_path=checkpoint_path)
+        weights = offline_weights(name)
+        super().__init__(name=weights.name if weights else name, dim=model.num_features, frozen=frozen)
+        self.model = model
+        config = timm.data.resolve_data_config({}, model=model)
+        if image_size is not None:
+            height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+            config["input_size"] = (3, int(height), int(width))
+        self.data_config: dict[str, Any] = {key: config[key] for key in PREPROCESSING_KEYS if key in config}
+        if frozen:
+            self.freeze()
+        else:
+            self.unfreeze()
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The timm data config: input size, interpolation, mean, std, crop fraction and mode."""
+        return dict(self.data_config)
+
+    def transform(self, train: bool = False) -> Callable[[Any], torch.Tensor]:
+        """timm's transform from a PIL RGB image to a normalised ``[3, H, W]`` tensor.
+
+        ``train=False``: resize + centre crop (evaluation, feature caching);
+        ``train=True``: random-resized crop, flip and colour jitter for fine-tuning.
+        """
+        return timm.data.create_transform(**self.data_config, is_training=train)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` preprocessed images (any device) -> ``[B, dim]`` features (model's device)."""
+        images = images.to(next(self.model.parameters()).device, non_blocking=True)
+        if self.frozen:
+            with torch.no_grad():
+                return self.model(images)
+        return self.model(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode(images)

@@ -1,0 +1,24 @@
+"""Graph neural networks over knowledge graphs: propagation layers and class-embedding networks.
+
+``GNN_LAYERS`` holds the propagation layers (``"ggnn"`` as in KERL, ``"gcn"``, ``"gat"``);
+:class:`ClassEmbeddingNetwork` turns a :class:`ClassGraph` into class embeddings in the joint space.
+"""
+
+from __future__ import annotations
+
+from fgmm.gnn.gat import GATPropagation
+from fgmm.gnn.gcn import GCNPropagation
+from fgmm.gnn.ggnn import GatedPropagation
+from fgmm.gnn.layers import GNN_LAYERS, create_gnn_layer
+from fgmm.gnn.propagation import NODE_TYPES, ClassEmbeddingNetwork, ClassGraph
+
+__all__ = [
+    "GNN_LAYERS",
+    "NODE_TYPES",
+    "ClassEmbeddingNetwork",
+    "ClassGraph",
+    "GATPropagation",
+    "GCNPropagation",
+    "GatedPropagation",
+    "create_gnn_layer",
+]

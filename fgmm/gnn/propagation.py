@@ -1,0 +1,218 @@
+"""Class embeddings from a knowledge graph: node features → GNN propagation → joint space.
+
+A :class:`ClassGraph` is the homogeneous, undirected view of a class–attribute(–part–taxon) graph
+(made from :meth:`fgmm.kg.KnowledgeGraph.to_pyg`'s ``HeteroData``, or from a plain class × attribute
+strength matrix). A :class:`ClassEmbeddingNetwork` propagates learned node states over it with one
+of the :data:`~fgmm.gnn.layers.GNN_LAYERS` and reads out one embedding per dataset label::
+
+    graph = ClassGraph.from_hetero(kg.to_pyg())
+    net = ClassEmbeddingNetwork(graph, out_dim=512, layer="ggnn")
+    weights = net()                                   # [num_labels, 512]
+
+A class node has no parameters of its own: its state starts from its node type and, after
+propagation, is what its attributes, parts and taxonomy neighbours tell about it. That is what
+lets a class with no training image get an embedding of the same kind as the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import to_undirected
+
+from fgmm.errors import DataError
+from fgmm.gnn.layers import create_gnn_layer
+
+#: node types of a :class:`ClassGraph`, in the order of their integer ids
+NODE_TYPES: tuple[str, ...] = ("class", "taxon", "attribute", "part")
+
+#: the edge types read from a ``HeteroData`` (directions are dropped: the graph is undirected)
+EDGE_TYPES: tuple[tuple[str, str, str], ...] = (
+    ("class", "has_attribute", "attribute"),
+    ("attribute", "of_part", "part"),
+    ("class", "subclass_of", "class"),
+)
+
+
+@dataclass
+class ClassGraph:
+    """An undirected, weighted graph over class, taxon, attribute and part nodes.
+
+    Attributes:
+        edge_index: ``[2, E]`` node pairs, each edge stored in both directions.
+        edge_weight: ``[E]`` edge strengths (``has_attribute``: the strength, others: 1).
+        node_type: ``[N]`` index into :data:`NODE_TYPES` per node.
+        label_nodes: ``[num_labels]`` node index of each dataset label ``0..num_labels-1``.
+        class_names: name of each label (the class node's name).
+    """
+
+    edge_index: Tensor
+    edge_weight: Tensor
+    node_type: Tensor
+    label_nodes: Tensor
+    class_names: list[str]
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.node_type.numel())
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.label_nodes.numel())
+
+    @classmethod
+    def from_hetero(cls, data) -> ClassGraph:
+        """Build from a ``HeteroData`` following the :meth:`KnowledgeGraph.to_pyg` contract.
+
+        Node type ``"class"`` must carry ``is_leaf`` and ``label_index`` (dataset label of each leaf
+        class, ``-1`` for taxa and for classes outside the dataset) and ``names``; ``"attribute"`` and
+        ``"part"`` are optional. Labels must be ``0..L-1`` without gaps or repeats.
+        """
+        if "class" not in data.node_types:
+            raise DataError(None, "knowledge graph has no 'class' nodes")
+        store = data["class"]
+        is_leaf = torch.as_tensor(store.is_leaf, dtype=torch.bool)
+        label_index = torch.as_tensor(store.label_index, dtype=torch.long)
+        offsets, types, start = {}, [], 0
+        for name in ("class", "attribute", "part"):
+            if name not in data.node_types:
+                continue
+            offsets[name] = start
+            count = int(data[name].num_nodes)
+            if name == "class":
+                types.append(torch.where(is_leaf, NODE_TYPES.index("class"), NODE_TYPES.index("taxon")))
+            else:
+                types.append(torch.full((count,), NODE_TYPES.index(name), dtype=torch.long))
+            start += count
+        edges, weights = [], []
+        for src, rel, dst in EDGE_TYPES:
+            if (src, rel, dst) not in data.edge_types:
+                continue
+            edge_store = data[src, rel, dst]
+            index = edge_store.edge_index.long() + torch.tensor([[offsets[src]], [offsets[dst]]])
+            edges.append(index)
+            weight = getattr(edge_store, "edge_weight", None)
+            weights.append(torch.ones(index.size(1)) if weight is None else torch.as_tensor(weight).float())
+        labelled = torch.nonzero(label_index >= 0).flatten()
+        labels = label_index[labelled]
+        order = torch.argsort(labels)
+        if not torch.equal(labels[order], torch.arange(labels.numel())):
+            raise DataError(None, "knowledge graph class label_index values must be 0..L-1, each once; got "
+                                  f"{sorted(labels.tolist())[:10]}...")
+        names = list(store.names)
+        nodes = labelled[order]
+        return cls._build(edges, weights, torch.cat(types), nodes, [names[i] for i in nodes.tolist()])
+
+    @classmethod
+    def from_matrix(cls, class_attributes: np.ndarray | Tensor, class_names: Sequence[str] | None = None,
+                    parents: Sequence[int] | None = None, threshold: float = 0.0) -> ClassGraph:
+        """Build a class–attribute(–taxon) graph from a ``[C, A]`` strength matrix.
+
+        Args:
+            class_attributes: strengths in ``[0, 1]``; an edge links class ``c`` and attribute ``a``
+                where the strength exceeds ``threshold``.
+            class_names: names of the ``C`` classes (default ``class_0`` ...).
+            parents: optional taxon id per class (``-1``: none); taxa become extra nodes linked to
+                their member classes.
+            threshold: strengths at or below it give no edge.
+        """
+        matrix = torch.as_tensor(np.asarray(class_attributes), dtype=torch.float32)
+        num_classes, num_attributes = matrix.shape
+        cls_idx, att_idx = torch.nonzero(matrix > threshold, as_tuple=True)
+        edges = [torch.stack([cls_idx, att_idx + num_classes])]
+        weights = [matrix[cls_idx, att_idx]]
+        types = [torch.full((num_classes,), NODE_TYPES.index("class")),
+                 torch.full((num_attributes,), NODE_TYPES.index("attribute"))]
+        if parents is not None:
+            parent = torch.as_tensor(list(parents), dtype=torch.long)
+            member = torch.nonzero(parent >= 0).flatten()
+            num_taxa = int(parent.max()) + 1 if member.numel() else 0
+            base = num_classes + num_attributes
+            edges.append(torch.stack([member, parent[member] + base]))
+            weights.append(torch.ones(member.numel()))
+            types.append(torch.full((num_taxa,), NODE_TYPES.index("taxon")))
+        names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+        return cls._build(edges, weights, torch.cat(types).long(), torch.arange(num_classes), names)
+
+    @classmethod
+    def _build(cls, edges: list[Tensor], weights: list[Tensor], node_type: Tensor, label_nodes: Tensor,
+               class_names: list[str]) -> ClassGraph:
+        num_nodes = int(node_type.numel())
+        edge_index = torch.cat(edges, dim=1) if edges else torch.empty(2, 0, dtype=torch.long)
+        edge_weight = torch.cat(weights) if weights else torch.empty(0)
+        edge_index, edge_weight = to_undirected(edge_index, edge_weight, num_nodes=num_nodes, reduce="max")
+        return cls(edge_index, edge_weight, node_type, label_nodes.long(), class_names)
+
+
+class ClassEmbeddingNetwork(nn.Module):
+    r"""Class embeddings in the joint space from GNN propagation over a :class:`ClassGraph`.
+
+    .. math::
+        \mathbf{h}_v^{(0)} &= \mathbf{t}_{\tau(v)} + \mathbf{e}_v\,[\tau(v) \in \{\text{attribute},
+        \text{part}\}] + \mathbf{P}\mathbf{f}_v
+
+        \mathbf{H}^{(T)} &= \mathrm{GNN}\big(\mathbf{H}^{(0)}, \mathcal{E}, a\big)
+
+        \mathbf{w}_c &= \mathbf{W}_o\, \mathrm{LN}\big(\mathbf{h}^{(T)}_{v(c)}\big) + \mathbf{b}_o
+
+    :math:`\mathbf{t}_\tau` is a learned embedding of node type :math:`\tau`, :math:`\mathbf{e}_v` a
+    learned embedding of each attribute and part node, :math:`\mathbf{f}_v` optional fixed node
+    features (e.g. text embeddings of names), :math:`a` the edge strengths and :math:`v(c)` the node of
+    label :math:`c`. Class and taxon nodes own no parameters, so any class in the graph, with or
+    without training images, gets its embedding from its neighbourhood.
+
+    Args:
+        graph: the graph to propagate over (prepared once for the layer; moves with ``.to(device)``).
+        out_dim: width :math:`d` of the joint embedding space.
+        hidden: width of the node states.
+        layer: a name in :data:`~fgmm.gnn.layers.GNN_LAYERS` (``"ggnn"``, ``"gcn"``, ``"gat"``).
+        num_layers: propagation steps/layers of that GNN.
+        dropout: dropout inside the GNN.
+        node_features: optional ``[N, F]`` fixed features of every node.
+    """
+
+    def __init__(self, graph: ClassGraph, out_dim: int, hidden: int = 128, layer: str = "ggnn",
+                 num_layers: int = 3, dropout: float = 0.0, node_features: Tensor | None = None):
+        super().__init__()
+        self.gnn = create_gnn_layer(layer, dim=hidden, num_layers=num_layers, dropout=dropout)
+        adjacency, edge_weight = self.gnn.prepare(graph.edge_index, graph.edge_weight, graph.num_nodes)
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        self.register_buffer("edge_weight", edge_weight, persistent=False)
+        self.register_buffer("node_type", graph.node_type, persistent=False)
+        self.register_buffer("label_nodes", graph.label_nodes, persistent=False)
+        owned = graph.node_type >= NODE_TYPES.index("attribute")  # attribute and part nodes
+        # row of each node in `node_embedding` (row 0: a fixed zero row shared by class and taxon nodes)
+        self.register_buffer("embedding_row", torch.where(owned, torch.cumsum(owned.long(), 0), 0),
+                             persistent=False)
+        self.type_embedding = nn.Embedding(len(NODE_TYPES), hidden)
+        self.node_embedding = nn.Embedding(int(owned.sum()) + 1, hidden, padding_idx=0)
+        nn.init.normal_(self.node_embedding.weight, std=hidden ** -0.5)
+        with torch.no_grad():
+            self.node_embedding.weight[0].zero_()
+        if node_features is not None:
+            self.register_buffer("node_features", node_features.float(), persistent=False)
+            self.feature_projection: nn.Module | None = nn.Linear(node_features.size(1), hidden, bias=False)
+        else:
+            self.node_features = None
+            self.feature_projection = None
+        self.norm = nn.LayerNorm(hidden)
+        self.readout = nn.Linear(hidden, out_dim)
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.label_nodes.numel())
+
+    def node_states(self) -> Tensor:
+        """``[N, hidden]`` node states after propagation."""
+        h = self.type_embedding(self.node_type) + self.node_embedding(self.embedding_row)
+        if self.feature_projection is not None:
+            h = h + self.feature_projection(self.node_features)
+        return self.gnn(h, self.adjacency, self.edge_weight)
+
+    def forward(self) -> Tensor:
+        """``[num_labels, out_dim]`` class embeddings, row ``c`` for dataset label ``c``."""
+        return self.readout(self.norm(self.node_states()[self.label_nodes]))

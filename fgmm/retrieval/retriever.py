@@ -1,0 +1,208 @@
+"""Cross-media retrieval end to end: raw queries -> encoders -> joint space -> index.
+
+A :class:`Retriever` bundles an :class:`~fgmm.retrieval.index.EmbeddingIndex` with the encoders
+(and, for cross-modal search, the :class:`~fgmm.joint.JointEmbeddingModel`) that define its
+embedding space, so that it can take a sentence or an image file as a query. Without a joint model
+the space is that of the index's own encoder, and only queries of the same modality make sense
+(image -> image, text -> text); with one, any modality the joint model projects can query.
+
+Saved folder = the index files plus::
+
+    retriever.json   encoders (modality, name, options, fingerprint) and whether a joint model is used
+    joint.pt         the joint model (JointEmbeddingModel.save), when there is one
+
+Loading re-creates the encoders by name and checks their fingerprints, so an index is never queried
+through an encoder other than the one it was built with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fgmm.encoders.base import Encoder
+from fgmm.errors import ConfigError, DataError
+from fgmm.joint.model import JointEmbeddingModel
+from fgmm.registry import Registry
+from fgmm.retrieval.index import EmbeddingIndex, IndexInfo, SearchResult, read_json_object
+from fgmm.train.checkpoint import atomic_write
+
+RETRIEVER_FORMAT = "fgmm-retriever-1"
+RETRIEVER_FILE, JOINT_FILE = "retriever.json", "joint.pt"
+
+FEATURE_EXTRACTORS: Registry[torch.Tensor] = Registry("query modality")
+"""``modality -> fn(encoder, inputs, cache) -> [N, d_m]`` raw encoder features of that modality's inputs."""
+
+
+@FEATURE_EXTRACTORS.register("image")
+def image_features(encoder: Encoder, paths: Sequence[str | Path], cache: Any = None) -> torch.Tensor:
+    """Features of image files (through the feature cache when one is given)."""
+    from fgmm.data.images import image_loader
+
+    if cache is not None:
+        return cache.encode_images(encoder, list(paths), progress=False).features
+    parts = []
+    for batch in image_loader(list(paths), encoder.transform(), batch_size=32, num_workers=0):
+        if batch.failures:
+            index, problem = batch.failures[0]
+            raise DataError(paths[index], problem)
+        parts.append(encoder.encode(batch.images).cpu())
+    return torch.cat(parts)
+
+
+@FEATURE_EXTRACTORS.register("text")
+def text_features(encoder: Encoder, texts: Sequence[str], cache: Any = None) -> torch.Tensor:
+    """Features of texts (through the feature cache when one is given)."""
+    return encoder.encode_cached(list(texts), cache).cpu()
+
+
+class Retriever:
+    """An index plus the encoders (and joint model) that put queries into its space.
+
+    Args:
+        index: the index; its ``info.space`` must be this retriever's space.
+        encoders: encoder per modality (``"image"``, ``"text"``, ...) able to read raw inputs.
+        joint: the joint model projecting encoder features into one space, or ``None``.
+        encoder_options: keyword arguments each encoder was created with (saved, so that
+            :meth:`load` can re-create it with ``create_encoder(encoder.modality, name, **options)``).
+        cache: optional :class:`fgmm.cache.FeatureCache` for encoder features.
+
+    Example::
+
+        retriever = Retriever.build("image", image_paths, ids, encoders={"image": vision, "text": text},
+                                    joint=model, labels=labels)
+        retriever.search("text", ["a small bird with a red crown"], k=5).rows(0)
+        retriever.save("runs/bird-index"); Retriever.load("runs/bird-index")
+    """
+
+    def __init__(self, index: EmbeddingIndex, encoders: Mapping[str, Encoder], joint: JointEmbeddingModel | None = None,
+                 encoder_options: Mapping[str, Mapping[str, Any]] | None = None, cache: Any = None):
+        self.index = index
+        self.encoders = dict(encoders)
+        self.joint = joint.eval() if joint is not None else None
+        self.encoder_options = {m: dict(o) for m, o in (encoder_options or {}).items()}
+        self.cache = cache
+        self._check_joint()
+        self._space = space_of(self.encoders, self.joint, index.info.modality)
+        index.check_space(*self._space)
+
+    def _check_joint(self) -> None:
+        if self.joint is None:
+            return
+        for m, encoder in self.encoders.items():
+            expected = self.joint.config.input_dims.get(m)
+            if expected is None:
+                raise ConfigError(f"the joint model has no '{m}' head (it has {self.joint.modalities})")
+            if expected != encoder.dim:
+                raise ConfigError(f"the joint model expects {expected}-d {m} features, encoder "
+                                  f"'{encoder.name}' gives {encoder.dim}-d")
+            trained_on = self.joint.config.encoders.get(m)
+            if trained_on is not None and trained_on != encoder.fingerprint():
+                raise ConfigError(f"the joint model's {m} head was trained on features of encoder [{trained_on}], "
+                                  f"not of '{encoder.name}' [{encoder.fingerprint()}]")
+
+    @classmethod
+    def build(cls, modality: str, inputs: Sequence[Any], ids: Sequence[str], *, encoders: Mapping[str, Encoder],
+              joint: JointEmbeddingModel | None = None, labels: Sequence[int] | None = None,
+              paths: Sequence[str | Path | None] | None = None, class_names: Sequence[str] = (),
+              backend: str = "torch", backend_options: Mapping[str, Any] | None = None,
+              encoder_options: Mapping[str, Mapping[str, Any]] | None = None, cache: Any = None,
+              extra: Mapping[str, Any] | None = None) -> Retriever:
+        """Encode ``inputs`` of ``modality`` (image paths or texts) and index them.
+
+        ``paths`` defaults to ``inputs`` for images (so results can be shown as pictures).
+        """
+        if modality not in encoders:
+            raise ConfigError(f"no encoder for modality '{modality}' (encoders: {sorted(encoders)})")
+        space, space_name = space_of(encoders, joint, modality)
+        dim = joint.config.dim if joint is not None else encoders[modality].dim
+        info = IndexInfo(dim=dim, modality=modality, space=space, space_name=space_name, backend=backend,
+                         backend_options=dict(backend_options or {}), class_names=list(class_names),
+                         extra=dict(extra or {}))
+        index = EmbeddingIndex(info)
+        retriever = cls(index, encoders, joint, encoder_options, cache)
+        if paths is None and modality == "image":
+            paths = [str(p) for p in inputs]
+        index.add(retriever.embed(modality, inputs), ids, labels, paths)
+        return retriever
+
+    @torch.no_grad()
+    def embed(self, modality: str, inputs: Sequence[Any]) -> torch.Tensor:
+        """``[N, dim]`` vectors of raw ``inputs`` of ``modality`` in this retriever's space."""
+        if modality not in self.encoders:
+            raise ConfigError(f"this index cannot be queried with {modality}: it has encoders for "
+                              f"{sorted(self.encoders)}")
+        if self.joint is None and modality != self.index.info.modality:
+            raise ConfigError(
+                f"this index holds {self.index.info.modality} features of '{self.encoders[self.index.info.modality].name}' "
+                f"without a joint model, so it can only be queried with {self.index.info.modality}; build it with a "
+                "joint model (fgmm index build --model ...) for cross-modal queries")
+        if not len(inputs):
+            raise DataError(None, f"no {modality} query given")
+        features = FEATURE_EXTRACTORS.get(modality)(self.encoders[modality], inputs, self.cache)
+        return features if self.joint is None else self.joint.embed(modality, features)
+
+    def search(self, modality: str, inputs: Sequence[Any], k: int = 10) -> SearchResult:
+        """Top-``k`` items for each query (image paths or texts)."""
+        return self.index.search(self.embed(modality, inputs), k, *self._space)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write index, encoder specs and joint model to ``folder``."""
+        folder = Path(folder)
+        self.index.save(folder)
+        if self.joint is not None:
+            self.joint.save(folder / JOINT_FILE)
+        else:
+            (folder / JOINT_FILE).unlink(missing_ok=True)
+        spec = {"format": RETRIEVER_FORMAT, "joint": self.joint is not None, "encoders": {
+            m: {"modality": e.modality, "name": e.name, "options": self.encoder_options.get(m, {}),
+                "fingerprint": e.fingerprint()} for m, e in self.encoders.items()}}
+        atomic_write(folder / RETRIEVER_FILE, lambda handle: handle.write(json.dumps(spec, indent=2).encode()))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, cache: Any = None, modalities: Sequence[str] | None = None) -> Retriever:
+        """Re-create a saved retriever; only the encoders of ``modalities`` (default: all) are loaded.
+
+        Raises:
+            DataError: the folder is not a retriever, or a re-created encoder's weights differ from
+                those the index was built with.
+        """
+        from fgmm.encoders import create_encoder
+
+        folder = Path(folder)
+        spec = read_json_object(folder / RETRIEVER_FILE, "not a retriever folder (no retriever.json; build one with "
+                                                   "`fgmm index build`)")
+        if spec.get("format") != RETRIEVER_FORMAT:
+            raise DataError(folder / RETRIEVER_FILE, f"unknown retriever format {spec.get('format')!r}")
+        index = EmbeddingIndex.load(folder)
+        wanted = set(spec["encoders"] if modalities is None else modalities) | {index.info.modality}
+        encoders, options = {}, {}
+        for m, entry in spec["encoders"].items():
+            if m not in wanted:
+                continue
+            encoder = create_encoder(entry["modality"], entry["name"], **entry["options"])
+            if encoder.fingerprint() != entry["fingerprint"]:
+                raise DataError(folder / RETRIEVER_FILE,
+                                f"the {m} encoder '{entry['name']}' now has fingerprint {encoder.fingerprint()}, the "
+                                f"index was built with {entry['fingerprint']} (other weights or preprocessing); "
+                                "rebuild the index")
+            encoders[m], options[m] = encoder, entry["options"]
+        joint = JointEmbeddingModel.load(folder / JOINT_FILE) if spec["joint"] else None
+        return cls(index, encoders, joint, options, cache)
+
+
+def space_of(encoders: Mapping[str, Encoder], joint: JointEmbeddingModel | None, modality: str) -> tuple[str, str]:
+    """``(fingerprint, readable name)`` of the space that ``modality``'s vectors live in."""
+    if joint is not None:
+        fingerprint = joint.fingerprint()
+        parts = " + ".join(f"{m}: {e.name}" for m, e in sorted(encoders.items()))
+        return fingerprint, f"joint model {fingerprint} ({parts})"
+    if modality not in encoders:
+        raise ConfigError(f"no encoder for modality '{modality}'")
+    encoder = encoders[modality]
+    return encoder.fingerprint(), f"{encoder.modality} encoder '{encoder.name}'"

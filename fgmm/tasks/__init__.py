@@ -1,0 +1,85 @@
+"""Evaluation tasks shared by ``fgmm demo`` and ``benchmarks/cub.py``.
+
+A task takes a :class:`TaskContext` (a split dataset plus frozen features of its samples) and
+returns a dict of metrics whose keys follow the benchmark contract (DESIGN.md section 3), e.g.
+``{"image_top1": 0.74}``. The demo runs the tasks on the procedural dataset, the benchmark on CUB;
+both print the same table. Tasks register themselves::
+
+    @TASKS.register("image")
+    def image_task(ctx: TaskContext) -> dict[str, float]: ...
+
+    metrics = run_tasks(ctx, ["image", "kg"])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fgmm.data.sample import MultiModalDataset
+from fgmm.registry import Registry
+
+TaskFn = Callable[["TaskContext"], dict[str, float]]
+TASKS: Registry[dict[str, float]] = Registry("task")
+
+
+@dataclass
+class TaskContext:
+    """What every task gets.
+
+    Attributes:
+        dataset: the dataset, with ``split`` set (``"train"``/``"test"`` per sample).
+        features: frozen per-sample features by modality, row ``i`` belonging to ``dataset[i]``
+            (``"image"`` always; others when computed). Missing modalities are absent keys.
+        unseen_classes: class indices treated as unseen for zero-shot (no training images used).
+        seed: seed for every random choice a task makes.
+        device: torch device for training heads.
+        quick: fewer epochs/iterations (the demo's 3-minute budget).
+        out_dir: where tasks may write plots/artifacts, or ``None``.
+        cache: a :class:`fgmm.cache.FeatureCache` for tasks that encode more (e.g. texts).
+        shared: results tasks hand to later tasks (e.g. a trained image head).
+    """
+
+    dataset: MultiModalDataset
+    features: dict[str, torch.Tensor]
+    unseen_classes: list[int] = field(default_factory=list)
+    seed: int = 0
+    device: str = "cpu"
+    quick: bool = False
+    out_dir: Path | None = None
+    cache: Any = None
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def indices(self, part: str) -> np.ndarray:
+        """Indices of the samples in split ``part`` (``"train"`` or ``"test"``)."""
+        return np.array([i for i, s in enumerate(self.dataset.split) if s == part], dtype=np.int64)
+
+    def seen_indices(self, part: str) -> np.ndarray:
+        """Indices in split ``part`` with a known label of a seen (not zero-shot) class."""
+        idx = self.indices(part)
+        labels = self.dataset.labels[idx]
+        return idx[(labels >= 0) & ~np.isin(labels, self.unseen_classes)]
+
+    def labels(self, indices: np.ndarray | None = None) -> torch.Tensor:
+        labels = torch.as_tensor(self.dataset.labels)
+        return labels if indices is None else labels[torch.as_tensor(indices)]
+
+
+def run_tasks(ctx: TaskContext, names: Sequence[str]) -> dict[str, float]:
+    """Run the tasks ``names`` in order; return their merged metrics plus per-task seconds.
+
+    Wall times land under ``seconds`` as ``{"seconds": {"image": 1.2, ...}}`` in the returned dict.
+    """
+    metrics: dict[str, Any] = {"seconds": {}}
+    for name in names:
+        task = TASKS.get(name)
+        start = time.perf_counter()
+        metrics.update(task(ctx))
+        metrics["seconds"][name] = round(time.perf_counter() - start, 3)
+    return metrics
