@@ -52,8 +52,7 @@ def toy_model(seed: int = 0, dropout: float = 0.0) -> FeatureClassifier:
 def ddp_config(out_dir: Path, batch_size: int) -> TrainConfig:
     """The DDP test's settings; ``batch_size`` is per process."""
     return TrainConfig(epochs=3, batch_size=batch_size, lr=0.05, optimizer="sgd", scheduler="constant",
-                       weight_decay=0.0, seed=3, progress=False, out_dir=out_dir, log_every_steps=2,
-                       restore_best=False)
+                       weight_decay=0.0, seed=3, progress=False, out_dir=out_dir, log_every_steps=2)
 
 
 def main(out_dir: Path) -> None:

@@ -38,7 +38,8 @@ def test_two_gloo_processes_match_single_process(tmp_path):
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
     assert results[0]["world_size"] == 2 and results[0]["steps"] == 12  # 3 epochs x 64 / (2 x 8)
-    assert results[0]["history"] == results[1]["history"]  # metrics are all-reduced
+    timeless = [[{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]] for r in results]
+    assert timeless[0] == timeless[1]  # metrics are all-reduced: every rank records the same values
     losses = [h["train_loss"] for h in results[0]["history"]]
     assert losses[-1] < losses[0]
     assert results[0]["predict_rows"] == 30  # 15 rows per rank gathered back in order

@@ -25,7 +25,7 @@ def _one_thread():
 
 def config(tmp_path, name="run", **overrides) -> TrainConfig:
     base = {"epochs": 3, "batch_size": 8, "lr": 0.05, "seed": 7, "progress": False, "out_dir": tmp_path / name,
-            "log_every_steps": 2, "restore_best": False}
+            "log_every_steps": 2}
     return TrainConfig(**{**base, **overrides})
 
 
@@ -134,6 +134,9 @@ def test_early_stopping_stops_and_restores_best(tmp_path):
     for name, value in model.state_dict().items():
         assert torch.equal(value, best["model"][name])
     assert not torch.equal(model.head.fc.weight, last["model"]["head.fc.weight"])
+
+    _, again = train(cfg, train_data=train_data, val_data=flipped, dropout=0.0)  # resuming a stopped run
+    assert again.stop_reason == "early_stopping" and again.steps == result.steps and len(again.history) == 3
 
 
 def test_unknown_monitor_is_a_config_error(tmp_path):

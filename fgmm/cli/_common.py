@@ -11,8 +11,8 @@ from rich.console import Console
 
 from fgmm.errors import FgmmError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

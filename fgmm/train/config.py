@@ -223,7 +223,9 @@ class TrainConfig:
             on the validation data; ``None`` disables early stopping.
         monitor: validation metric that selects ``best.ckpt`` and drives early stopping.
         monitor_mode: ``"max"`` when larger is better (accuracy), ``"min"`` for losses.
-        restore_best: load the best weights into the model when :meth:`fit` ends.
+        restore_best: load the weights of ``best.ckpt`` into the model when :meth:`fit` ends. Off
+            by default: when the "validation" data is the test split (CUB has no official
+            validation split), selecting the best epoch on it would leak the test set.
         max_steps: hard stop after this many optimizer steps (the schedule still spans
             ``epochs``, so a stopped run resumes exactly); ``None`` for no limit.
         grad_clip: clip the global gradient norm to this value; ``None`` disables clipping.
@@ -256,7 +258,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     monitor: str = "top1"
     monitor_mode: Literal["max", "min"] = "max"
-    restore_best: bool = True
+    restore_best: bool = False
     max_steps: int | None = None
     grad_clip: float | None = None
     drop_last: bool = False

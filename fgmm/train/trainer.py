@@ -325,16 +325,12 @@ class Trainer:
         stop_reason = "completed"
         try:
             while self.epoch < cfg.epochs:
-                if self._reached_max_steps():
-                    stop_reason = "max_steps"
+                if reason := self._stop_reason():  # also catches a resumed run that had stopped
+                    stop_reason = reason
                     break
                 bar.set_description(f"epoch {self.epoch + 1}/{cfg.epochs}")
-                if not self._train_epoch(bar, logger):
-                    stop_reason = "max_steps"
-                    break
-                if self._end_epoch(logger):
-                    stop_reason = "early_stopping"
-                    break
+                if self._train_epoch(bar, logger):
+                    self._end_epoch(logger)
         finally:
             bar.close()
             logger.close()
@@ -390,7 +386,7 @@ class Trainer:
             if self.global_step % cfg.log_every_steps == 0:
                 self._log_interval(bar, logger)
             if index + 1 < total:  # the epoch end writes its own checkpoint
-                stop = self._reached_max_steps()
+                stop = self._stop_reason() == "max_steps"
                 every = cfg.checkpoint_every_steps
                 if stop or (every and self.global_step % every == 0):
                     self._save_last()
@@ -414,8 +410,8 @@ class Trainer:
             self.scheduler.step()
         self.global_step += 1
 
-    def _end_epoch(self, logger: MetricsLogger) -> bool:
-        """Validate, update history/best/early stopping, log and checkpoint; ``True`` to stop early."""
+    def _end_epoch(self, logger: MetricsLogger) -> None:
+        """Validate, update history, best checkpoint and early stopping, log and checkpoint."""
         cfg = self.config
         record: dict[str, Any] = {"epoch": self.epoch, "step": self.global_step,
                                   "train_loss": self._train_loss.epoch_mean(self.dist), "lr": self._lr()}
@@ -437,8 +433,6 @@ class Trainer:
         self._save_last()
         if improved and self.dist.is_main:
             atomic_copy(self.last_path, self.best_path)
-        patience = cfg.early_stopping_patience
-        return self.val_data is not None and patience is not None and self.early.bad_epochs >= patience
 
     def _log_interval(self, bar: tqdm, logger: MetricsLogger) -> None:
         loss = self._train_loss.interval_mean(self.dist)
@@ -528,8 +522,15 @@ class Trainer:
         return iter(self._loader(self.train_data, sampler, cfg.batch_size, seed=derive_seed(cfg.seed, epoch),
                                  drop_last=cfg.drop_last))
 
-    def _reached_max_steps(self) -> bool:
-        return self.config.max_steps is not None and self.global_step >= self.config.max_steps
+    def _stop_reason(self) -> str | None:
+        """``"max_steps"`` or ``"early_stopping"`` when training must stop now, else ``None``."""
+        cfg = self.config
+        if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
+            return "max_steps"
+        patience = cfg.early_stopping_patience
+        if self.val_data is not None and patience is not None and self.early.bad_epochs >= patience:
+            return "early_stopping"
+        return None
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])

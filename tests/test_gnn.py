@@ -1,0 +1,120 @@
+"""GNN layers and class-embedding propagation: shapes, gradients, graph conversion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from fgmm.errors import ConfigError, DataError
+from fgmm.gnn import GNN_LAYERS, NODE_TYPES, ClassEmbeddingNetwork, ClassGraph, create_gnn_layer
+
+
+def contract_graph(label_index: list[int] | None = None) -> HeteroData:
+    """4 species under 2 genera, 5 attributes of 2 parts, in the ``KnowledgeGraph.to_pyg`` layout."""
+    data = HeteroData()
+    data["class"].num_nodes = 6
+    data["class"].names = ["sp_a", "sp_b", "sp_c", "sp_d", "genus_1", "genus_2"]
+    data["class"].is_leaf = torch.tensor([True, True, True, True, False, False])
+    data["class"].label_index = torch.tensor(label_index or [0, 1, 2, 3, -1, -1])
+    data["attribute"].num_nodes = 5
+    data["attribute"].names = [f"att_{i}" for i in range(5)]
+    data["attribute"].group = torch.tensor([0, 0, 1, 1, 1])
+    data["part"].num_nodes = 2
+    data["part"].names = ["bill", "wing"]
+    data["class", "has_attribute", "attribute"].edge_index = torch.tensor([[0, 0, 1, 2, 3, 3], [0, 2, 1, 3, 3, 4]])
+    data["class", "has_attribute", "attribute"].edge_weight = torch.tensor([0.9, 0.2, 0.7, 0.5, 0.4, 1.0])
+    data["attribute", "of_part", "part"].edge_index = torch.tensor([[0, 1, 2, 3, 4], [0, 0, 1, 1, 1]])
+    data["attribute", "of_part", "part"].edge_weight = torch.ones(5)
+    data["class", "subclass_of", "class"].edge_index = torch.tensor([[0, 1, 2, 3], [4, 4, 5, 5]])
+    data["class", "subclass_of", "class"].edge_weight = torch.ones(4)
+    return data
+
+
+def test_from_hetero_builds_undirected_typed_graph():
+    graph = ClassGraph.from_hetero(contract_graph())
+    assert graph.num_nodes == 6 + 5 + 2
+    assert graph.num_labels == 4
+    assert graph.node_type.tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 3, 3]
+    assert NODE_TYPES[1] == "taxon"
+    assert graph.edge_index.size(1) == 2 * (6 + 5 + 4)
+    edges = {(int(s), int(d)): float(w) for (s, d), w in zip(graph.edge_index.T, graph.edge_weight, strict=True)}
+    # class 3 -> attribute 4 (node 6 + 4) with strength 1.0, both directions
+    assert edges[(3, 10)] == edges[(10, 3)] == pytest.approx(1.0)
+    assert edges[(0, 6)] == pytest.approx(0.9)
+    assert edges[(2, 5)] == edges[(5, 2)] == 1.0  # subclass_of
+    assert graph.class_names == ["sp_a", "sp_b", "sp_c", "sp_d"]
+
+
+def test_from_hetero_follows_label_index_and_rejects_gaps():
+    graph = ClassGraph.from_hetero(contract_graph([2, 0, -1, 1, -1, -1]))
+    assert graph.label_nodes.tolist() == [1, 3, 0]
+    assert graph.class_names == ["sp_b", "sp_d", "sp_a"]
+    with pytest.raises(DataError, match="label_index"):
+        ClassGraph.from_hetero(contract_graph([0, 2, 3, 4, -1, -1]))
+
+
+def test_from_matrix_thresholds_and_adds_taxa():
+    matrix = np.array([[0.9, 0.0, 0.05], [0.0, 0.6, 0.5]])
+    graph = ClassGraph.from_matrix(matrix, parents=[0, 0], threshold=0.1)
+    assert graph.num_nodes == 2 + 3 + 1
+    assert graph.edge_index.size(1) == 2 * (3 + 2)  # 3 links above 0.1, 2 taxon links
+
+
+@pytest.mark.parametrize("name", GNN_LAYERS.names())
+def test_layers_keep_shape_and_pass_gradients(name):
+    torch.manual_seed(0)
+    graph = ClassGraph.from_hetero(contract_graph())
+    layer = create_gnn_layer(name, dim=16, num_layers=2)
+    adjacency, weight = layer.prepare(graph.edge_index, graph.edge_weight, graph.num_nodes)
+    x = torch.randn(graph.num_nodes, 16, requires_grad=True)
+    out = layer(x, adjacency, weight)
+    assert out.shape == (graph.num_nodes, 16)
+    out.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for pname, param in layer.named_parameters():
+        assert param.grad is not None, pname
+    # a message reaches a class from its attribute: perturbing attribute 4 changes class 3 only
+    x2 = x.detach().clone()
+    x2[6 + 4] += 1.0
+    with torch.no_grad():
+        delta = (layer(x2, adjacency, weight) - layer(x.detach(), adjacency, weight)).abs().sum(1)
+    assert delta[3] > 1e-6
+    assert delta[0] < 1e-6  # class 0 is more than two hops (num_layers=2) from attribute 4
+
+
+@pytest.mark.parametrize("name", GNN_LAYERS.names())
+def test_class_embedding_network_shapes_and_gradients(name):
+    torch.manual_seed(0)
+    graph = ClassGraph.from_hetero(contract_graph())
+    net = ClassEmbeddingNetwork(graph, out_dim=8, hidden=16, layer=name, num_layers=2)
+    weights = net()
+    assert weights.shape == (4, 8)
+    weights.square().sum().backward()
+    assert net.node_embedding.weight.grad[1:].abs().sum() > 0  # attribute/part embeddings learn
+    assert net.readout.weight.grad.abs().sum() > 0
+
+
+def test_classes_with_the_same_neighbourhood_get_the_same_embedding():
+    # class nodes own no parameters: two classes with identical links are indistinguishable
+    matrix = np.array([[0.8, 0.1, 0.0], [0.8, 0.1, 0.0], [0.0, 0.3, 0.9]])
+    net = ClassEmbeddingNetwork(ClassGraph.from_matrix(matrix), out_dim=4, hidden=8, layer="ggnn")
+    weights = net()
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
+    assert not torch.allclose(weights[0], weights[2], atol=1e-3)
+
+
+def test_node_features_enter_the_initial_states():
+    graph = ClassGraph.from_matrix(np.eye(3))
+    features = torch.randn(graph.num_nodes, 5)
+    net = ClassEmbeddingNetwork(graph, out_dim=4, hidden=8, layer="gcn", node_features=features)
+    net().sum().backward()
+    assert net.feature_projection.weight.grad.abs().sum() > 0
+
+
+def test_unknown_layer_and_bad_gat_width_raise_config_errors():
+    with pytest.raises(ConfigError, match="unknown gnn layer 'gin'.*gat, gcn, ggnn"):
+        create_gnn_layer("gin", dim=8)
+    with pytest.raises(ConfigError, match="divisible"):
+        create_gnn_layer("gat", dim=10, heads=4)
