@@ -106,11 +106,15 @@ def test_classes_with_the_same_neighbourhood_get_the_same_embedding():
 
 
 def test_node_features_enter_the_initial_states():
-    graph = ClassGraph.from_matrix(np.eye(3))
-    features = torch.randn(graph.num_nodes, 5)
-    net = ClassEmbeddingNetwork(graph, out_dim=4, hidden=8, layer="gcn", node_features=features)
+    data = contract_graph()
+    for node_type, count in (("class", 6), ("attribute", 5), ("part", 2)):
+        data[node_type].x = torch.randn(count, 5)
+    graph = ClassGraph.from_hetero(data)
+    assert graph.node_features.shape == (13, 5)
+    net = ClassEmbeddingNetwork(graph, out_dim=4, hidden=8, layer="gcn")
     net().sum().backward()
     assert net.feature_projection.weight.grad.abs().sum() > 0
+    assert ClassEmbeddingNetwork(graph, out_dim=4, hidden=8, use_node_features=False).feature_projection is None
 
 
 def test_unknown_layer_and_bad_gat_width_raise_config_errors():

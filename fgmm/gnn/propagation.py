@@ -48,6 +48,7 @@ class ClassGraph:
         node_type: ``[N]`` index into :data:`NODE_TYPES` per node.
         label_nodes: ``[num_labels]`` node index of each dataset label ``0..num_labels-1``.
         class_names: name of each label (the class node's name).
+        node_features: optional ``[N, F]`` fixed node features (e.g. text embeddings of node labels).
     """
 
     edge_index: Tensor
@@ -55,6 +56,7 @@ class ClassGraph:
     node_type: Tensor
     label_nodes: Tensor
     class_names: list[str]
+    node_features: Tensor | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -70,18 +72,21 @@ class ClassGraph:
 
         Node type ``"class"`` must carry ``is_leaf`` and ``label_index`` (dataset label of each leaf
         class, ``-1`` for taxa and for classes outside the dataset) and ``names``; ``"attribute"`` and
-        ``"part"`` are optional. Labels must be ``0..L-1`` without gaps or repeats.
+        ``"part"`` are optional. Labels must be ``0..L-1`` without gaps or repeats. When every node
+        type carries features ``x`` of one width (``to_pyg(features=True)``), they become
+        :attr:`node_features`.
         """
         if "class" not in data.node_types:
             raise DataError(None, "knowledge graph has no 'class' nodes")
         store = data["class"]
         is_leaf = torch.as_tensor(store.is_leaf, dtype=torch.bool)
         label_index = torch.as_tensor(store.label_index, dtype=torch.long)
-        offsets, types, start = {}, [], 0
+        offsets, types, features, start = {}, [], [], 0
         for name in ("class", "attribute", "part"):
             if name not in data.node_types:
                 continue
             offsets[name] = start
+            features.append(getattr(data[name], "x", None))
             count = int(data[name].num_nodes)
             if name == "class":
                 types.append(torch.where(is_leaf, NODE_TYPES.index("class"), NODE_TYPES.index("taxon")))
@@ -105,7 +110,10 @@ class ClassGraph:
                                   f"{sorted(labels.tolist())[:10]}...")
         names = list(store.names)
         nodes = labelled[order]
-        return cls._build(edges, weights, torch.cat(types), nodes, [names[i] for i in nodes.tolist()])
+        graph = cls._build(edges, weights, torch.cat(types), nodes, [names[i] for i in nodes.tolist()])
+        if all(x is not None for x in features) and len({x.size(1) for x in features}) == 1:
+            graph.node_features = torch.cat(features).float()
+        return graph
 
     @classmethod
     def from_matrix(cls, class_attributes: np.ndarray | Tensor, class_names: Sequence[str] | None = None,
@@ -172,12 +180,14 @@ class ClassEmbeddingNetwork(nn.Module):
         layer: a name in :data:`~fgmm.gnn.layers.GNN_LAYERS` (``"ggnn"``, ``"gcn"``, ``"gat"``).
         num_layers: propagation steps/layers of that GNN.
         dropout: dropout inside the GNN.
-        node_features: optional ``[N, F]`` fixed features of every node.
+        use_node_features: start from ``graph.node_features`` (when the graph has them) through
+            the learned projection :math:`\mathbf{P}`.
     """
 
     def __init__(self, graph: ClassGraph, out_dim: int, hidden: int = 128, layer: str = "ggnn",
-                 num_layers: int = 3, dropout: float = 0.0, node_features: Tensor | None = None):
+                 num_layers: int = 3, dropout: float = 0.0, use_node_features: bool = True):
         super().__init__()
+        node_features = graph.node_features if use_node_features else None
         self.gnn = create_gnn_layer(layer, dim=hidden, num_layers=num_layers, dropout=dropout)
         adjacency, edge_weight = self.gnn.prepare(graph.edge_index, graph.edge_weight, graph.num_nodes)
         self.register_buffer("adjacency", adjacency, persistent=False)
