@@ -19,7 +19,7 @@ chosen on seen classes only (:func:`choose_gamma`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,11 +143,15 @@ def fit_classifier(model: KGClassifier, features: Tensor, labels: Tensor, classe
 
 @torch.no_grad()
 def predict_scores(model: KGClassifier, features: Tensor, batch_size: int = 4096) -> Tensor:
-    """``[N, num_labels]`` scores of ``features`` against every class (eval mode, one propagation)."""
+    """``[N, num_labels]`` cosine similarities of ``features`` to every class (eval mode).
+
+    Cosines (not the temperature-scaled logits) so that a calibrated-stacking ``gamma`` chosen
+    with one model carries over to another.
+    """
     model.eval()
     device = next(model.parameters()).device
     weights = model.class_embeddings()
-    return torch.cat([model(features[i:i + batch_size].to(device).float(), weights).cpu()
+    return torch.cat([(model.image_embeddings(features[i:i + batch_size].to(device).float()) @ weights.T).cpu()
                       for i in range(0, len(features), batch_size)])
 
 
@@ -199,10 +203,110 @@ def choose_gamma(scores: Tensor, labels: Tensor, seen: Sequence[int], grid: Sequ
                  ) -> GZSLResult:
     """The calibrated-stacking ``gamma`` with the best harmonic mean on a validation set.
 
+    ``scores`` are cosines (:func:`predict_scores`); the default grid runs from -0.2 to 0.6 in
+    steps of 0.005. Ties go to the ``gamma`` closest to zero.
+
     Use a validation set drawn from the seen classes only: held-out images of the classes a model
     was trained on (``seen``) plus images of seen classes that the model was *not* trained on,
     acting as stand-in unseen classes.
     """
-    grid = np.linspace(-0.5, 1.0, 61) * float(scores.std()) * 4 if grid is None else grid
+    grid = np.round(np.arange(-0.2, 0.6001, 0.005), 3) if grid is None else grid
     results = [gzsl_accuracy(scores, labels, seen, float(g)) for g in grid]
     return max(results, key=lambda r: (r.h, -abs(r.gamma)))
+
+
+@dataclass
+class ZeroShotSplit:
+    """Which samples train and test a zero-shot model; no sample of an unseen class trains.
+
+    Attributes:
+        train: training samples of the seen classes (split ``"train"``).
+        test_seen: test samples of the seen classes (split ``"test"``).
+        test_unseen: every sample of the unseen classes, whatever its split.
+        seen, unseen: class indices.
+    """
+
+    train: np.ndarray
+    test_seen: np.ndarray
+    test_unseen: np.ndarray
+    seen: list[int]
+    unseen: list[int]
+
+
+def zero_shot_split(labels: Sequence[int] | np.ndarray, split: Sequence[str], unseen: Sequence[int],
+                    num_classes: int) -> ZeroShotSplit:
+    """The (G)ZSL protocol on a split dataset: train on seen classes' training samples only."""
+    labels = np.asarray(labels)
+    split = np.asarray(split)
+    is_unseen = np.isin(labels, list(unseen))
+    known = labels >= 0
+    return ZeroShotSplit(
+        train=np.flatnonzero((split == "train") & known & ~is_unseen),
+        test_seen=np.flatnonzero((split == "test") & known & ~is_unseen),
+        test_unseen=np.flatnonzero(is_unseen),
+        seen=[c for c in range(num_classes) if c not in set(unseen)],
+        unseen=sorted(set(unseen)),
+    )
+
+
+def calibration_split(labels: np.ndarray, train: np.ndarray, seen: Sequence[int], fraction: float = 0.2,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """A stand-in GZSL split inside the training data, for choosing ``gamma`` without unseen classes.
+
+    ``fraction`` of the ``seen`` classes become stand-in unseen classes (all their training samples
+    go to validation); of each remaining class, ``fraction`` of its samples go to validation too.
+    Returns ``(fit, validation, stand_in_seen)`` sample indices and classes.
+    """
+    rng = np.random.default_rng([seed, 7])
+    seen = np.asarray(list(seen))
+    stand_in_unseen = set(rng.choice(seen, size=max(1, round(fraction * len(seen))), replace=False).tolist())
+    fit, validation = [], []
+    for c in seen.tolist():
+        members = train[labels[train] == c]
+        if c in stand_in_unseen:
+            validation.extend(members.tolist())
+            continue
+        members = rng.permutation(members)
+        n_val = int(round(fraction * len(members))) if len(members) > 1 else 0
+        validation.extend(members[:n_val].tolist())
+        fit.extend(members[n_val:].tolist())
+    stand_in_seen = [c for c in seen.tolist() if c not in stand_in_unseen]
+    return np.sort(np.array(fit, dtype=np.int64)), np.sort(np.array(validation, dtype=np.int64)), stand_in_seen
+
+
+@dataclass
+class ZeroShotReport:
+    """Results of :func:`evaluate_zero_shot` (accuracies are mean per class)."""
+
+    zsl: float
+    gzsl: GZSLResult
+    gzsl_uncalibrated: GZSLResult
+
+
+def evaluate_zero_shot(make_model: Callable[[], KGClassifier], features: Tensor, labels: Tensor,
+                       split: ZeroShotSplit, config: FitConfig | None = None,
+                       calibrate: bool = True) -> ZeroShotReport:
+    """Train on the seen classes, then measure ZSL and GZSL (calibrated stacking) accuracy.
+
+    ``gamma`` is chosen by :func:`choose_gamma` on :func:`calibration_split` of the seen classes'
+    training samples with a second model made by ``make_model`` (skipped when ``calibrate`` is
+    false: ``gamma = 0``). No sample of an unseen class is used before testing.
+    """
+    config = config or FitConfig()
+    labels = torch.as_tensor(labels).long()
+    gamma = 0.0
+    if calibrate:
+        fit, validation, stand_in_seen = calibration_split(labels.numpy(), split.train, split.seen,
+                                                           seed=config.seed)
+        model = fit_classifier(make_model(), features[fit], labels[fit], stand_in_seen, config)
+        scores = predict_scores(model, features[validation])[:, split.seen]
+        position = {c: i for i, c in enumerate(split.seen)}
+        local = torch.tensor([position[int(c)] for c in labels[validation]])
+        gamma = choose_gamma(scores, local, [position[c] for c in stand_in_seen]).gamma
+    model = fit_classifier(make_model(), features[split.train], labels[split.train], split.seen, config)
+    unseen_scores = predict_scores(model, features[split.test_unseen])
+    zsl = zsl_accuracy(unseen_scores, labels[split.test_unseen], split.unseen)
+    test = np.concatenate([split.test_seen, split.test_unseen])
+    scores = torch.cat([predict_scores(model, features[split.test_seen]), unseen_scores])
+    return ZeroShotReport(zsl=zsl, gzsl=gzsl_accuracy(scores, labels[test], split.seen, gamma),
+                          gzsl_uncalibrated=gzsl_accuracy(scores, labels[test], split.seen, 0.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -10,7 +11,7 @@ import torch
 from _ddp_worker import IN_DIM, NUM_CLASSES, DictDataset, toy_data, toy_model
 from torch import nn
 
-from fgmm.errors import ConfigError
+from fgmm.errors import ConfigError, MissingExtraError
 from fgmm.models import HEADS, CosineClassifier, FeatureClassifier, LinearHead, create_head
 from fgmm.train import TrainConfig, Trainer, load_checkpoint
 
@@ -102,6 +103,16 @@ def test_resume_false_starts_over_and_config_change_is_refused(tmp_path):
         train(config(tmp_path, lr=0.1))
 
 
+def test_unlabelled_batches_are_skipped_not_nan(tmp_path):
+    data = toy_data(12)
+    data.columns["label"][::2] = -1  # with batch size 1, every other batch has no label at all
+    model, result = train(config(tmp_path, batch_size=1, epochs=2), train_data=data, dropout=0.0)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(line.get("loss") is None or math.isfinite(line["loss"]) for line in lines)
+
+
 # ---------------------------------------------------------------- gradient accumulation
 def test_grad_accumulation_matches_larger_batch(tmp_path):
     common = {"epochs": 1, "optimizer": "sgd", "scheduler": "constant", "weight_decay": 0.0, "momentum": 0.9}
@@ -112,8 +123,8 @@ def test_grad_accumulation_matches_larger_batch(tmp_path):
     assert big_result.steps == small_result.steps == 4
     for x, y in zip(big.parameters(), small.parameters(), strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
-    initial = toy_model().head.fc.weight
-    assert not torch.allclose(initial, big.head.fc.weight)  # it did train
+    initial = toy_model().head.weight
+    assert not torch.allclose(initial, big.head.weight)  # it did train
 
 
 # ---------------------------------------------------------------- early stopping
@@ -133,7 +144,7 @@ def test_early_stopping_stops_and_restores_best(tmp_path):
     assert best["epoch"] == 1 and last["epoch"] == 3
     for name, value in model.state_dict().items():
         assert torch.equal(value, best["model"][name])
-    assert not torch.equal(model.head.fc.weight, last["model"]["head.fc.weight"])
+    assert not torch.equal(model.head.weight, last["model"]["head.weight"])
 
     _, again = train(cfg, train_data=train_data, val_data=flipped, dropout=0.0)  # resuming a stopped run
     assert again.stop_reason == "early_stopping" and again.steps == result.steps and len(again.history) == 3
@@ -161,6 +172,16 @@ def test_metrics_log_lines_and_csv(tmp_path):
     csv_rows = (cfg.out_dir / "metrics.csv").read_text().splitlines()
     assert csv_rows[0].split(",")[:3] == ["epoch", "step", "train_loss"] and len(csv_rows) == 4
     assert json.loads((cfg.out_dir / "config.json").read_text())["lr"] == 0.05
+
+
+def test_tensorboard_is_optional(tmp_path):
+    cfg = config(tmp_path, tensorboard=True, epochs=1)
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(MissingExtraError, match=r"'tensorboard'.*fgmm\[tensorboard\]"):
+            train(cfg)
+    else:
+        train(cfg)
+        assert list((cfg.out_dir / "tensorboard").iterdir())
 
 
 def test_evaluate_predict_and_metrics_fn(tmp_path):

@@ -174,7 +174,7 @@ def procedural_class_spec(num_classes: int = 20, seed: int = 0, *, unseen_classe
             name = _species_name(values, changed, genus, taken_names)
             attributes = {}
             for group, group_values in ATTRIBUTE_GROUPS.items():
-                low, high = (0.85, 0.97) if group in GENUS_GROUPS else (0.65, 0.92)
+                low, high = (0.85, 0.97) if group in GENUS_GROUPS else (0.7, 0.94)
                 attributes.update({f"{group}::{v}": s for v, s in
                                    _strengths(rng, group_values, values[group], low, high).items()})
             song = {"pitch_hz": round(genus_song["pitch_hz"] * rng.uniform(0.8, 1.25), 1),

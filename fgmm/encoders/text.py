@@ -94,7 +94,8 @@ def _offline_listing() -> str:
 def hub_offline(timeout: float = 2.0) -> bool:
     """Whether the Hugging Face hub must not or cannot be used: an offline variable is set, or a TCP
     connection to the hub endpoint (``HF_ENDPOINT``) fails within ``timeout`` seconds."""
-    if any(os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+    if any(os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"}
+           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         return True
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:

@@ -162,7 +162,7 @@ def from_networkx(graph) -> KnowledgeGraph:
             if not isinstance(weight, int | float) or not 0.0 <= float(weight) <= 1.0:
                 raise DataError(None, f"has_attribute edge {source} -> {target} needs a 'weight' in [0, 1], "
                                       f"got {weight!r}")
-            link = URIRef(data["link"]) if "link" in data else link_iri(base, name_of(s), name_of(o))
+            link = URIRef(data["link"]) if "link" in data else link_iri(base, s, o)
             strength = (from_n3(data["strength_literal"]) if "strength_literal" in data
                         else strength_literal(float(weight)))
             for triple in ((link, RDF.type, FGMM.AttributeLink), (link, FGMM.linkClass, s),

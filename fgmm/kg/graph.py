@@ -432,10 +432,17 @@ class KnowledgeGraph:
             ConfigError: naming the row whose class or attribute is unknown or whose strength is
                 not a number in ``[0, 1]``; nothing is added then.
         """
+        resolved: dict[tuple[str, str], URIRef] = {}
+
+        def resolve(kind: str, name: str | URIRef) -> URIRef:
+            key = (kind, str(name))
+            if key not in resolved:
+                resolved[key] = self.node(kind, name)
+            return resolved[key]
+
         prepared = []
         for class_name, attribute_name, strength in rows:
-            class_iri = self.node("class", class_name)
-            attribute_iri = self.node("attribute", attribute_name)
+            class_iri, attribute_iri = resolve("class", class_name), resolve("attribute", attribute_name)
             try:
                 value = float(strength)
             except (TypeError, ValueError):
@@ -445,22 +452,27 @@ class KnowledgeGraph:
                                   "is not a number in [0, 1]")
             prepared.append((class_iri, attribute_iri, strength_literal(value)))
         links = []
+        add = self.graph.add
+        link_type, link_class, link_attribute = FGMM.AttributeLink, FGMM.linkClass, FGMM.linkAttribute
+        has_attribute, strength_predicate = FGMM.hasAttribute, FGMM.strength
         for class_iri, attribute_iri, literal in prepared:
             link = self._link_node(class_iri, attribute_iri)
             if link is None:
-                link = link_iri(self.base, name_of(class_iri), name_of(attribute_iri))
-                self.graph.add((link, RDF.type, FGMM.AttributeLink))
-                self.graph.add((link, FGMM.linkClass, class_iri))
-                self.graph.add((link, FGMM.linkAttribute, attribute_iri))
-                self.graph.add((class_iri, FGMM.hasAttribute, attribute_iri))
-            self.graph.set((link, FGMM.strength, literal))
+                link = link_iri(self.base, class_iri, attribute_iri)
+                add((link, RDF.type, link_type))
+                add((link, link_class, class_iri))
+                add((link, link_attribute, attribute_iri))
+                add((class_iri, has_attribute, attribute_iri))
+                add((link, strength_predicate, literal))
+            else:
+                self.graph.set((link, strength_predicate, literal))
             links.append(link)
         return links
 
     def _link_node(self, class_iri: URIRef, attribute_iri: URIRef) -> URIRef | None:
         if (class_iri, FGMM.hasAttribute, attribute_iri) not in self.graph:
             return None
-        candidate = link_iri(self.base, name_of(class_iri), name_of(attribute_iri))
+        candidate = link_iri(self.base, class_iri, attribute_iri)
         if (candidate, FGMM.linkClass, class_iri) in self.graph:
             return candidate
         for link in self.graph.subjects(FGMM.linkClass, class_iri):
@@ -536,9 +548,9 @@ class KnowledgeGraph:
         link_predicate = {"class": FGMM.linkClass, "attribute": FGMM.linkAttribute}.get(kind)
         if link_predicate is not None:
             for link in list(self.graph.subjects(link_predicate, new_iri)):
+                base = str(link).rsplit("/", 3)[0] + "/"  # links are <base>link/<class>/<attribute>
                 ends = [self.graph.value(link, p) for p in (FGMM.linkClass, FGMM.linkAttribute)]
-                segments = [str(link).rsplit("/", 2)[0], *(quote(name_of(n), safe=SAFE) for n in ends)]
-                self._replace(link, URIRef("/".join(segments)))
+                self._replace(link, link_iri(base, *ends))
         return new_iri
 
     def _replace(self, old: URIRef, new: URIRef) -> None:
@@ -563,11 +575,12 @@ class KnowledgeGraph:
         """
         if prefer not in MERGE_RULES:
             raise ConfigError(f"unknown merge rule '{prefer}'; choose one of: {', '.join(MERGE_RULES)}")
-        mine = {(c, a): (link, s) for link, c, a, s in self.link_rows()}
+        incoming = list(other.link_rows())
+        mine = {(c, a): (link, s) for link, c, a, s in self.link_rows()} if incoming else {}
         renamed: dict[URIRef, URIRef] = {}
         settled: dict[URIRef, float] = {}
         report = MergeReport(added_triples=0, rule=prefer)
-        for link, class_iri, attribute_iri, theirs in other.link_rows():
+        for link, class_iri, attribute_iri, theirs in incoming:
             if (class_iri, attribute_iri) not in mine:
                 continue
             own_link, own = mine[class_iri, attribute_iri]

@@ -103,16 +103,20 @@ def mint(base: str, kind: str, name: str) -> URIRef:
     return URIRef(f"{base}{KINDS[kind][1]}/{quote(name, safe=SAFE)}")
 
 
-def link_iri(base: str, class_name: str, attribute_name: str) -> URIRef:
-    """The IRI of the :data:`FGMM.AttributeLink` between a class and an attribute."""
-    return URIRef(f"{base}link/{quote(class_name, safe=SAFE)}/{quote(attribute_name, safe=SAFE)}")
+def segment(iri: URIRef | str) -> str:
+    """The last path segment of an IRI as written (still percent-encoded)."""
+    text = str(iri)
+    return text[max(text.rfind("/"), text.rfind("#")) + 1:]
+
+
+def link_iri(base: str, class_iri: URIRef, attribute_iri: URIRef) -> URIRef:
+    """The IRI ``<base>link/<class segment>/<attribute segment>`` of a class → attribute link."""
+    return URIRef(f"{base}link/{segment(class_iri)}/{segment(attribute_iri)}")
 
 
 def name_of(iri: URIRef | str) -> str:
     """A node's name: the unquoted text after the last ``/`` or ``#`` of its IRI."""
-    text = str(iri)
-    cut = max(text.rfind("/"), text.rfind("#"))
-    return unquote(text[cut + 1:])
+    return unquote(segment(iri))
 
 
 def strength_literal(value: float) -> Literal:

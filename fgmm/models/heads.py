@@ -22,7 +22,7 @@ HEADS: Registry[nn.Module] = Registry("head")
 
 
 @HEADS.register("linear")
-class LinearHead(nn.Module):
+class LinearHead(nn.Linear):
     r"""A linear classifier.
 
     .. math::
@@ -39,13 +39,9 @@ class LinearHead(nn.Module):
     """
 
     def __init__(self, in_dim: int, num_classes: int, bias: bool = True):
-        super().__init__()
+        super().__init__(in_dim, num_classes, bias=bias)
         self.in_dim = in_dim
         self.num_classes = num_classes
-        self.fc = nn.Linear(in_dim, num_classes, bias=bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(x)
 
 
 @HEADS.register("cosine")
@@ -145,7 +141,7 @@ class FeatureClassifier(nn.Module):
         self.head = head
         self.input_key = input_key
         self.normalize = normalize
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.weight_source = class_weights if isinstance(class_weights, nn.Module) else None
         self.register_buffer("fixed_weights", class_weights if isinstance(class_weights, Tensor) else None)
 

@@ -33,7 +33,7 @@ def _panel(ax, item: str | Path | None, text: str | None) -> None:
 
 def result_grid(result: SearchResult, query: int = 0, *, query_text: str | None = None,
                 query_image: str | Path | None = None, query_label: int | None = None,
-                texts: dict[str, str] | None = None, out: str | Path, columns: int = 6) -> Path:
+                out: str | Path, columns: int = 6) -> Path:
     """Save a PNG grid of the results of query ``query`` of ``result``.
 
     Args:
@@ -41,7 +41,6 @@ def result_grid(result: SearchResult, query: int = 0, *, query_text: str | None 
         query: which query row to draw.
         query_text, query_image: the query itself (a sentence or an image file), drawn first.
         query_label: the query's class, to frame results green (same class) or red.
-        texts: text of text items by id (items without a path are drawn as this text, else their id).
         out: the PNG file to write (atomically).
         columns: panels per row.
 
@@ -68,7 +67,7 @@ def result_grid(result: SearchResult, query: int = 0, *, query_text: str | None 
     for ax, row in zip(axes.flat[1:], rows, strict=False):
         path = row["path"]
         is_image = path is not None and Path(path).suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-        _panel(ax, path if is_image else None, (texts or {}).get(row["id"], row["id"]))
+        _panel(ax, path if is_image else None, row["text"] or row["id"])
         ax.set_title(f"#{row['rank']}  {row['score']:.3f}\n{row['class'] or row['id']}"[:60], fontsize=8)
         if query_label is not None and query_label >= 0:
             color = "tab:green" if row["label"] == query_label else "tab:red"

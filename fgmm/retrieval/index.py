@@ -14,12 +14,13 @@ Folder layout written by :meth:`EmbeddingIndex.save`::
 
     index.json     format, space, dim, modality, backend, count, class names (written last)
     vectors.pt     the [N, d] float32 vectors (torch.save, loaded with weights_only=True)
-    items.json     ids, labels, paths
+    items.json     ids, labels, paths, texts
     faiss.index    the serialized faiss index (faiss backend only; avoids retraining IVF/HNSW)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -89,10 +90,8 @@ class FaissSearch:
         self._set_nprobe()
 
     def _set_nprobe(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # raised for indexes without inverted lists
             self.faiss.extract_index_ivf(self.index).nprobe = self.nprobe
-        except RuntimeError:  # not an IVF index
-            pass
 
     def add(self, vectors: torch.Tensor) -> None:
         array = np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
@@ -153,6 +152,7 @@ class SearchResult:
         ids: item ids per query.
         labels: ``[Q, k]`` item labels (``-1`` unknown).
         paths: source path (or ``None``) of each item per query.
+        texts: text (or ``None``) of each item per query, for text items.
         class_names: the index's class names, to name ``labels``.
     """
 
@@ -161,6 +161,7 @@ class SearchResult:
     ids: list[list[str]]
     labels: torch.Tensor
     paths: list[list[str | None]]
+    texts: list[list[str | None]]
     class_names: list[str] = field(default_factory=list)
 
     def label_name(self, label: int) -> str:
@@ -169,10 +170,10 @@ class SearchResult:
         return self.class_names[label] if label < len(self.class_names) else str(label)
 
     def rows(self, query: int) -> list[dict[str, Any]]:
-        """The neighbours of one query as dicts (rank, id, score, label, class, path)."""
+        """The neighbours of one query as dicts (rank, id, score, label, class, path, text)."""
         return [{"rank": r + 1, "id": self.ids[query][r], "score": float(self.scores[query, r]),
                  "label": int(self.labels[query, r]), "class": self.label_name(int(self.labels[query, r])),
-                 "path": self.paths[query][r]} for r in range(len(self.ids[query]))]
+                 "path": self.paths[query][r], "text": self.texts[query][r]} for r in range(len(self.ids[query]))]
 
 
 class EmbeddingIndex:
@@ -198,13 +199,15 @@ class EmbeddingIndex:
         self.ids: list[str] = []
         self.labels: list[int] = []
         self.paths: list[str | None] = []
+        self.texts: list[str | None] = []
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def add(self, vectors: torch.Tensor, ids: Sequence[str], labels: Sequence[int] | None = None,
-            paths: Sequence[str | Path | None] | None = None) -> None:
-        """Add ``[N, dim]`` vectors (normalised here) with unique string ids, optional labels and paths.
+            paths: Sequence[str | Path | None] | None = None, texts: Sequence[str | None] | None = None) -> None:
+        """Add ``[N, dim]`` vectors (normalised here) with unique string ids and optional labels, source
+        paths (image items) and texts (text items).
 
         Raises:
             DataError: shapes disagree, a vector is not finite, or an id is already present.
@@ -214,8 +217,10 @@ class EmbeddingIndex:
         n = len(vectors)
         labels = [-1] * n if labels is None else [int(v) for v in labels]
         paths = [None] * n if paths is None else [None if p is None else str(p) for p in paths]
-        if not len(ids) == len(labels) == len(paths) == n:
-            raise DataError(None, f"{n} vectors but {len(ids)} ids, {len(labels)} labels, {len(paths)} paths")
+        texts = [None] * n if texts is None else list(texts)
+        if not len(ids) == len(labels) == len(paths) == len(texts) == n:
+            raise DataError(None, f"{n} vectors but {len(ids)} ids, {len(labels)} labels, {len(paths)} paths, "
+                                  f"{len(texts)} texts")
         if not bool(torch.isfinite(vectors).all()):
             raise DataError(None, "item vectors contain NaN or infinite values")
         seen = set(self.ids)
@@ -229,6 +234,7 @@ class EmbeddingIndex:
         self.ids += [str(i) for i in ids]
         self.labels += labels
         self.paths += paths
+        self.texts += texts
 
     def check_space(self, space: str, space_name: str = "") -> None:
         """Raise a :class:`DataError` unless queries from ``space`` may search this index."""
@@ -267,6 +273,7 @@ class EmbeddingIndex:
         return SearchResult(indices=indices, scores=scores,
                             ids=[[self.ids[i] for i in row] for row in indices.tolist()], labels=labels,
                             paths=[[self.paths[i] for i in row] for row in indices.tolist()],
+                            texts=[[self.texts[i] for i in row] for row in indices.tolist()],
                             class_names=list(self.info.class_names))
 
     def _check_dim(self, vectors: torch.Tensor, what: str) -> None:
@@ -281,7 +288,7 @@ class EmbeddingIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / VECTORS_FILE, lambda handle: torch.save({"vectors": self.vectors}, handle))
-        items = {"ids": self.ids, "labels": self.labels, "paths": self.paths}
+        items = {"ids": self.ids, "labels": self.labels, "paths": self.paths, "texts": self.texts}
         atomic_write(folder / ITEMS_FILE, lambda handle: handle.write(json.dumps(items).encode()))
         serialized = self.backend.serialize()
         if serialized is None:
@@ -317,7 +324,7 @@ class EmbeddingIndex:
         vectors = _read_vectors(folder / VECTORS_FILE)
         items = read_json_object(folder / ITEMS_FILE, "items file is missing")
         count = header.get("count")
-        sizes = {len(vectors), len(items.get("ids", [])), len(items.get("labels", [])), len(items.get("paths", []))}
+        sizes = {len(vectors), *(len(items.get(key, [])) for key in ("ids", "labels", "paths", "texts"))}
         if sizes != {count}:
             raise DataError(folder, f"index files disagree: index.json says {count} items, vectors.pt and "
                                     f"items.json hold {sorted(sizes)}")
@@ -330,7 +337,8 @@ class EmbeddingIndex:
         except RuntimeError as exc:
             raise DataError(folder / FAISS_FILE, f"corrupt faiss index: {str(exc).splitlines()[-1]}") from None
         index.vectors = vectors
-        index.ids, index.labels, index.paths = list(items["ids"]), list(items["labels"]), list(items["paths"])
+        index.ids, index.labels = list(items["ids"]), list(items["labels"])
+        index.paths, index.texts = list(items["paths"]), list(items["texts"])
         return index
 
 

@@ -108,13 +108,15 @@ class Retriever:
     @classmethod
     def build(cls, modality: str, inputs: Sequence[Any], ids: Sequence[str], *, encoders: Mapping[str, Encoder],
               joint: JointEmbeddingModel | None = None, labels: Sequence[int] | None = None,
-              paths: Sequence[str | Path | None] | None = None, class_names: Sequence[str] = (),
+              paths: Sequence[str | Path | None] | None = None, texts: Sequence[str | None] | None = None,
+              class_names: Sequence[str] = (),
               backend: str = "torch", backend_options: Mapping[str, Any] | None = None,
               encoder_options: Mapping[str, Mapping[str, Any]] | None = None, cache: Any = None,
               extra: Mapping[str, Any] | None = None) -> Retriever:
         """Encode ``inputs`` of ``modality`` (image paths or texts) and index them.
 
-        ``paths`` defaults to ``inputs`` for images (so results can be shown as pictures).
+        ``paths`` defaults to ``inputs`` for images and ``texts`` to ``inputs`` for texts, so that
+        results can be shown.
         """
         if modality not in encoders:
             raise ConfigError(f"no encoder for modality '{modality}' (encoders: {sorted(encoders)})")
@@ -127,7 +129,9 @@ class Retriever:
         retriever = cls(index, encoders, joint, encoder_options, cache)
         if paths is None and modality == "image":
             paths = [str(p) for p in inputs]
-        index.add(retriever.embed(modality, inputs), ids, labels, paths)
+        if texts is None and modality == "text":
+            texts = list(inputs)
+        index.add(retriever.embed(modality, inputs), ids, labels, paths, texts)
         return retriever
 
     @torch.no_grad()
@@ -136,11 +140,12 @@ class Retriever:
         if modality not in self.encoders:
             raise ConfigError(f"this index cannot be queried with {modality}: it has encoders for "
                               f"{sorted(self.encoders)}")
-        if self.joint is None and modality != self.index.info.modality:
+        own = self.index.info.modality
+        if self.joint is None and modality != own:
             raise ConfigError(
-                f"this index holds {self.index.info.modality} features of '{self.encoders[self.index.info.modality].name}' "
-                f"without a joint model, so it can only be queried with {self.index.info.modality}; build it with a "
-                "joint model (fgmm index build --model ...) for cross-modal queries")
+                f"this index holds {own} features of '{self.encoders[own].name}' without a joint model, so it can "
+                f"only be queried with {own}; build it with a joint model (fgmm index build --model ...) for "
+                "cross-modal queries")
         if not len(inputs):
             raise DataError(None, f"no {modality} query given")
         features = FEATURE_EXTRACTORS.get(modality)(self.encoders[modality], inputs, self.cache)
@@ -166,7 +171,8 @@ class Retriever:
 
     @classmethod
     def load(cls, folder: str | Path, cache: Any = None, modalities: Sequence[str] | None = None) -> Retriever:
-        """Re-create a saved retriever; only the encoders of ``modalities`` (default: all) are loaded.
+        """Re-create a saved retriever; only the encoders of ``modalities`` (default: all) are loaded
+        (plus, without a joint model, the index's own encoder, which defines its space).
 
         Raises:
             DataError: the folder is not a retriever, or a re-created encoder's weights differ from
@@ -180,7 +186,9 @@ class Retriever:
         if spec.get("format") != RETRIEVER_FORMAT:
             raise DataError(folder / RETRIEVER_FILE, f"unknown retriever format {spec.get('format')!r}")
         index = EmbeddingIndex.load(folder)
-        wanted = set(spec["encoders"] if modalities is None else modalities) | {index.info.modality}
+        wanted = set(spec["encoders"] if modalities is None else modalities)
+        if not spec["joint"]:
+            wanted.add(index.info.modality)  # the index's own encoder defines its space
         encoders, options = {}, {}
         for m, entry in spec["encoders"].items():
             if m not in wanted:
@@ -200,8 +208,7 @@ def space_of(encoders: Mapping[str, Encoder], joint: JointEmbeddingModel | None,
     """``(fingerprint, readable name)`` of the space that ``modality``'s vectors live in."""
     if joint is not None:
         fingerprint = joint.fingerprint()
-        parts = " + ".join(f"{m}: {e.name}" for m, e in sorted(encoders.items()))
-        return fingerprint, f"joint model {fingerprint} ({parts})"
+        return fingerprint, f"joint model {fingerprint} ({' + '.join(joint.modalities)})"
     if modality not in encoders:
         raise ConfigError(f"no encoder for modality '{modality}'")
     encoder = encoders[modality]

@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fgmm.data.torch_dataset import collate_multimodal
 from fgmm.encoders import create_encoder
 from fgmm.errors import DataError
-from fgmm.joint import JointConfig, JointEmbeddingModel
-from fgmm.joint.data import CaptionedFeatures, pooled_texts, text_table
+from fgmm.joint import JointEmbeddingModel
+from fgmm.joint.training import fit_joint, pooled_texts, text_table
 from fgmm.retrieval.metrics import retrieval_metrics
 from fgmm.tasks import TASKS, TaskContext
-from fgmm.train import TrainConfig, Trainer
+from fgmm.train import TrainConfig
 
 
 @dataclass
@@ -98,20 +97,14 @@ def joint_run(ctx: TaskContext) -> JointRun:
         raise DataError(ctx.dataset.root, "no held-out captioned image of a class seen in training")
     texts, rows = text_table(ctx.dataset.samples)
     features = text_features(ctx, texts)
-    image = ctx.features["image"]
-    config = JointConfig(input_dims={"image": image.shape[1], "text": features.shape[1]}, num_classes=len(classes),
-                         encoders={"text": ctx.shared["text_encoder"].fingerprint()})
-    torch.manual_seed(ctx.seed)
-    model = JointEmbeddingModel(config)
-    run = JointRun(model, classes, train, test, features, rows, [])
-    data = CaptionedFeatures({"image": image[train]}, features, [rows[i] for i in train],
-                             run.local_labels(ctx, train), train=True)
+    position = {label: i for i, label in enumerate(classes)}
+    local = [position[int(label)] for label in ctx.labels(train)]
     with tempfile.TemporaryDirectory(prefix="fgmm-joint-") as tmp:
         out_dir = ctx.out_dir / "joint" if ctx.out_dir else Path(tmp)
-        result = Trainer(model, joint_recipe(ctx, out_dir, len(train)), data, collate_fn=collate_multimodal).fit(
-            resume=False)
-    run.history = result.history
-    model.cpu().eval()
+        model, result = fit_joint(ctx.features["image"][train], features, [rows[i] for i in train], local,
+                                  joint_recipe(ctx, out_dir, len(train)), seed=ctx.seed, num_classes=len(classes),
+                                  encoders={"text": ctx.shared["text_encoder"].fingerprint()})
+    run = JointRun(model, classes, train, test, features, rows, result.history)
     ctx.shared["joint"] = run
     return run
 

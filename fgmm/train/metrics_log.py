@@ -58,8 +58,10 @@ class MetricsLogger:
         self._handle: io.TextIOWrapper | None = None
         self._writer = None
         if enabled and tensorboard:
-            tb = require("torch.utils.tensorboard", "tensorboard")
-            self._writer = tb.SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
+            require("tensorboard", "tensorboard")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
 
     def start(self, resume_step: int | None) -> None:
         """Open the log; ``resume_step=None`` starts a fresh file, otherwise later lines are dropped."""

@@ -83,14 +83,21 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [g for g in groups if g["params"]]
 
 
+def _fusable(groups: list[dict[str, Any]]) -> bool:
+    """Whether torch's fused (one kernel per group) optimizers apply: floating-point parameters on
+    CPU or CUDA. On CPU they are 2-3x faster than the default per-tensor loop, which matters for
+    small heads on cached features."""
+    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for g in groups for p in g["params"])
+
+
 @OPTIMIZERS.register("adamw")
 def _adamw(params: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=config.lr)
+    return torch.optim.AdamW(params, lr=config.lr, fused=_fusable(params))
 
 
 @OPTIMIZERS.register("sgd")
 def _sgd(params: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, fused=_fusable(params))
 
 
 @SCHEDULERS.register("constant")
@@ -110,7 +117,11 @@ def cosine_schedule(step: int, total_steps: int, warmup_steps: int) -> float:
 
 
 def create_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer named by ``config.optimizer`` over ``model``'s trainable parameters."""
+    """The optimizer named by ``config.optimizer`` over ``model``'s trainable parameters.
+
+    Call it after moving the model to its device: the fused implementation is chosen from the
+    parameters' devices.
+    """
     return OPTIMIZERS.get(config.optimizer)(_param_groups(model, config.weight_decay), config)
 
 
@@ -184,25 +195,33 @@ class _EarlyStopping:
 
 
 class _LossTracker:
-    """The epoch's running training loss, summed on the compute device and read (one device sync and,
-    under DDP, one all-reduce) only when logged or checkpointed.
+    """The epoch's training losses, kept as device tensors and summed (one device sync and, under
+    DDP, one all-reduce) only when logged or checkpointed. NaN losses (batches without labels)
+    are left out.
 
     Rank 0 holds the totals restored from a checkpoint and the other ranks start from zero, so the
     sum over ranks stays the global total after a resume.
     """
 
     def __init__(self, device: torch.device):
-        self.total = torch.zeros((), device=device)
+        self.device = device
+        self.pending: list[Tensor] = []
+        self.total = 0.0  # local sum and count of the losses already folded in
         self.count = 0
         self.mark = (0.0, 0)  # global (sum, count) at the last interval log
 
     def add(self, loss: Tensor) -> None:
-        self.total += loss.detach()
-        self.count += 1
+        self.pending.append(loss.detach())
 
     def totals(self, ctx: DistContext) -> tuple[float, int]:
         """Global ``(sum, count)`` of this epoch so far."""
-        packed = all_reduce_sum(torch.stack([self.total.float(), self.total.new_tensor(self.count)]), ctx)
+        if self.pending:
+            losses = torch.stack(self.pending).float()
+            self.total += float(losses.nansum())
+            self.count += int((~losses.isnan()).sum())
+            self.pending.clear()
+        packed = all_reduce_sum(torch.tensor([self.total, float(self.count)], device=self.device,
+                                             dtype=torch.float64), ctx)
         return float(packed[0]), int(packed[1])
 
     def epoch_mean(self, ctx: DistContext) -> float:
@@ -221,14 +240,14 @@ class _LossTracker:
         return {"sum": total, "count": count, "mark_sum": self.mark[0], "mark_count": self.mark[1]}
 
     def load_state_dict(self, state: dict[str, Any], ctx: DistContext) -> None:
-        self.total.fill_(state["sum"] if ctx.is_main else 0.0)
+        self.pending.clear()
+        self.total = state["sum"] if ctx.is_main else 0.0
         self.count = state["count"] if ctx.is_main else 0
         self.mark = (state["mark_sum"], state["mark_count"])
 
     def reset(self) -> None:
-        self.total.zero_()
-        self.count = 0
-        self.mark = (0.0, 0)
+        self.pending.clear()
+        self.total, self.count, self.mark = 0.0, 0, (0.0, 0)
 
 
 class Trainer:
@@ -375,7 +394,7 @@ class Trainer:
             with sync:
                 batch = self._to_device(batch)
                 with self._autocast():
-                    loss, _ = self._loss(self._module(batch), batch)
+                    loss = self._loss(self._module(batch), batch)
                 self.scaler.scale(loss / group_size if group_size > 1 else loss).backward()
             self._train_loss.add(loss)
             self.batch_in_epoch = index + 1
@@ -463,8 +482,7 @@ class Trainer:
                 with self._autocast():
                     out = self.model(batch)  # the unwrapped module: no DDP collectives
                 if "loss" in out or ("logits" in out and "label" in batch):  # unlabelled data has none
-                    loss, weight = self._loss(out, batch)
-                    loss_sum += torch.stack([loss.float() * weight, weight.float()])
+                    loss_sum += self._loss_total(out, batch)
                 if "logits" in out:
                     logits_parts.append(out["logits"].float())
                 if "label" in batch:
@@ -477,21 +495,29 @@ class Trainer:
         return logits, labels, (loss_sum[0] / loss_sum[1]).item() if loss_sum[1] else math.nan
 
     # ------------------------------------------------------------------ helpers
-    def _loss(self, out: dict[str, Tensor], batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """``(mean loss, weight)``: the model's ``"loss"`` (weight = batch size) or the cross-entropy
-        over labels != -1 (weight = their count)."""
+    def _loss(self, out: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
+        """The training loss: the model's ``"loss"``, or the mean cross-entropy of ``"logits"`` over
+        labels != -1 (NaN for a batch without any label, whose gradient is then zero)."""
         if not isinstance(out, dict):
             raise TypeError(f"the model's forward must return a dict with 'logits' and/or 'loss', "
                             f"got {type(out).__name__}")
         if "loss" in out:
-            return out["loss"], torch.tensor(len(next(iter(batch.values()))), device=self.device)
+            return out["loss"]
         if "logits" not in out or "label" not in batch:
             raise TypeError("without a 'loss' output the model must return 'logits' and the batch must "
                             f"hold 'label' (outputs: {sorted(out)}, batch keys: {sorted(batch)})")
-        labels = batch["label"].to(self.device, non_blocking=True)
-        count = (labels != -1).sum()
-        loss = F.cross_entropy(out["logits"].float(), labels, ignore_index=-1, reduction="sum")
-        return loss / count.clamp(min=1), count
+        return F.cross_entropy(out["logits"].float(), batch["label"], ignore_index=-1)
+
+    @staticmethod
+    def _loss_total(out: dict[str, Tensor], batch: dict[str, Any]) -> Tensor:
+        """``[loss sum, weight]`` of one evaluation batch: the model's mean ``"loss"`` times the batch
+        size, or the cross-entropy summed over labels != -1 and their count."""
+        if "loss" in out:
+            size = len(next(v for v in batch.values() if isinstance(v, Tensor)))
+            return torch.stack([out["loss"].float() * size, out["loss"].new_tensor(float(size))])
+        labels = batch["label"]
+        total = F.cross_entropy(out["logits"].float(), labels, ignore_index=-1, reduction="sum")
+        return torch.stack([total, (labels != -1).sum().float()])
 
     def _autocast(self) -> torch.autocast | nullcontext:
         if self.amp_dtype is None:

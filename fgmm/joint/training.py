@@ -1,4 +1,4 @@
-"""Training data for the joint model: per-sample features plus the features of 0..n texts each.
+"""Training the joint model: per-sample features plus the features of 0..n texts each.
 
 A sample may carry several descriptions (CUB: 10 captions per image) or none. Texts are encoded
 once, flat (:func:`text_table`); :class:`CaptionedFeatures` serves each sample's text modality as
@@ -6,6 +6,8 @@ the renormalised mean of some of its texts: a random subset of at most ``max_tex
 training (a different one every epoch, so each caption is seen with its image), all of them for
 evaluation. A sample without text gets ``None`` there, which
 :func:`~fgmm.data.torch_dataset.collate_multimodal` turns into a zero row with a false mask.
+:func:`fit_joint` trains a :class:`~fgmm.joint.JointEmbeddingModel` on such data with
+:class:`fgmm.train.Trainer`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from fgmm.data.sample import Sample
+from fgmm.data.torch_dataset import collate_multimodal
+from fgmm.joint.model import JointConfig, JointEmbeddingModel
+from fgmm.train import TrainConfig, Trainer, TrainResult
 
 
 def text_table(samples: Sequence[Sample]) -> tuple[list[str], list[list[int]]]:
@@ -81,3 +86,32 @@ class CaptionedFeatures(Dataset):
         item["label"] = int(self.labels[index])
         item["index"] = index
         return item
+
+
+def fit_joint(image_features: torch.Tensor, text_features: torch.Tensor, text_rows: Sequence[Sequence[int]],
+              labels: Sequence[int] | torch.Tensor, train_config: TrainConfig, *, max_texts: int = 1,
+              seed: int = 0, **config: Any) -> tuple[JointEmbeddingModel, TrainResult]:
+    """Train an image+text :class:`JointEmbeddingModel` on cached features.
+
+    Args:
+        image_features: ``[N, d_i]`` features of the training images.
+        text_features: ``[T, d_t]`` features of all texts.
+        text_rows: for each image, its rows in ``text_features`` (may be empty).
+        labels: ``N`` class indices in ``0..C-1`` (``C`` = ``max(labels) + 1`` unless ``num_classes`` is given).
+        train_config: the Trainer's config (epochs, batch size, learning rate, ``out_dir``, ...).
+        max_texts: see :class:`CaptionedFeatures`.
+        seed: seed of the model's initialisation.
+        **config: further :class:`JointConfig` fields (``dim``, ``fusion``, ``instance_weight``, ``encoders``...).
+
+    Returns:
+        The trained model (on CPU, eval mode) and the Trainer's result.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    config.setdefault("num_classes", int(labels.max()) + 1)
+    joint_config = JointConfig(input_dims={"image": image_features.shape[1], "text": text_features.shape[1]},
+                               **config)
+    torch.manual_seed(seed)
+    model = JointEmbeddingModel(joint_config)
+    data = CaptionedFeatures({"image": image_features}, text_features, text_rows, labels, max_texts=max_texts)
+    result = Trainer(model, train_config, data, collate_fn=collate_multimodal).fit(resume=False)
+    return model.cpu().eval(), result

@@ -1,0 +1,178 @@
+"""``fgmm index`` (build and inspect retrieval indexes) and ``fgmm retrieve`` (query one).
+
+Mounted in :mod:`fgmm.cli.main` as::
+
+    app.add_typer(index_app, name="index")
+    app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from fgmm.cli._common import console, friendly_errors
+from fgmm.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+BUILD_EXAMPLES = """Examples:
+
+  fgmm index build --images photos/ --out photo-index                  (image -> image search)
+
+  fgmm index build --images photos/ --model joint.pt --out photo-index (text <-> image search)
+
+  fgmm index build --texts captions.txt --out caption-index            (one text per line)
+
+  fgmm index build --images photos/ --out big-index --backend faiss --faiss-factory HNSW32
+"""
+
+RETRIEVE_EXAMPLES = """Examples:
+
+  fgmm retrieve --index photo-index --text "a small bird with a red crown" -k 5
+
+  fgmm retrieve --index photo-index --image query.jpg -k 10 --grid results.png
+
+  fgmm retrieve --index caption-index --text "yellow breast" --json
+"""
+
+index_app = typer.Typer(help="Build and inspect retrieval indexes (see also `fgmm retrieve`).", no_args_is_help=True)
+
+
+def find_images(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Image files under ``folder`` (recursive, sorted) and their labels: the first-level subfolder
+    names are the classes (``-1`` for images directly in ``folder``).
+
+    Raises:
+        DataError: ``folder`` is not a folder or holds no image.
+    """
+    if not folder.is_dir():
+        raise DataError(folder, "not a folder")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DataError(folder, f"no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    groups = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None for p in paths]
+    class_names = sorted({g for g in groups if g is not None})
+    label_of = {name: i for i, name in enumerate(class_names)}
+    return paths, [label_of[g] if g is not None else -1 for g in groups], class_names
+
+
+def _quiet_transformers() -> None:
+    """No per-load weight progress bars from transformers on the command line."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
+@index_app.command("build", epilog=BUILD_EXAMPLES)
+@friendly_errors
+def build(
+    out: Path = typer.Option(..., "--out", help="index folder to write"),
+    images: Path | None = typer.Option(None, "--images", help="folder of images (recursive; subfolders = classes)"),
+    texts: Path | None = typer.Option(None, "--texts", help="UTF-8 text file, one item per line"),
+    model: Path | None = typer.Option(None, "--model", help="joint model file (JointEmbeddingModel.save) for "
+                                                            "cross-modal queries"),
+    vision: str = typer.Option("efficientnet_lite2", help="vision encoder (any timm name)"),
+    text_model: str = typer.Option("all-MiniLM-L6-v2", help="text encoder (sentence-transformers / HF name)"),
+    backend: str = typer.Option("torch", help="search backend: torch (exact) or faiss"),
+    faiss_factory: str = typer.Option("Flat", help="faiss index factory string (Flat, HNSW32, IVF1024,Flat)"),
+    cache: Path | None = typer.Option(None, "--cache", help="feature cache folder (default: none)"),
+) -> None:
+    """Encode a folder of images or a file of texts and write a searchable index."""
+    from fgmm.cache import FeatureCache
+    from fgmm.data.folder import read_text_lines
+    from fgmm.encoders import create_encoder
+    from fgmm.errors import ConfigError
+    from fgmm.joint import JointEmbeddingModel
+    from fgmm.retrieval import Retriever
+
+    if (images is None) == (texts is None):
+        raise ConfigError("give exactly one of --images DIR or --texts FILE")
+    if images is not None:  # read the inputs first: bad input fails before any model loads
+        modality, source = "image", images
+        inputs, labels, class_names = find_images(images)
+        ids = [str(p.relative_to(images)) for p in inputs]
+    else:
+        modality, source = "text", texts
+        inputs, labels, class_names = read_text_lines(texts), None, []
+        ids = [f"{texts.name}:{i + 1}" for i in range(len(inputs))]
+    joint = JointEmbeddingModel.load(model) if model is not None else None
+    _quiet_transformers()
+    names = {"image": ("vision", vision), "text": ("text", text_model)}
+    wanted = set(joint.modalities) if joint is not None else {modality}
+    encoders = {m: create_encoder(*names[m]) for m in sorted(wanted & set(names))}
+    retriever = Retriever.build(modality, inputs, ids, encoders=encoders, joint=joint, labels=labels,
+                                class_names=class_names, backend=backend,
+                                backend_options={"factory": faiss_factory} if backend == "faiss" else {},
+                                cache=FeatureCache(cache) if cache is not None else None,
+                                extra={"source": str(source.resolve())})
+    retriever.save(out)
+    info = retriever.index.info
+    console.print(f"indexed {len(retriever.index)} {info.modality} items ({info.dim}-d, {info.space_name}, "
+                  f"{info.backend}) into {out}")
+
+
+@index_app.command("info", epilog="Example: fgmm index info photo-index")
+@friendly_errors
+def info(index: Path = typer.Argument(..., help="index folder")) -> None:
+    """Show what an index holds and which encoders and joint model define its space."""
+    from fgmm.retrieval import EmbeddingIndex
+    from fgmm.retrieval.index import read_json_object
+    from fgmm.retrieval.retriever import RETRIEVER_FILE
+
+    loaded = EmbeddingIndex.load(index)
+    table = Table(title=f"index {index}", show_header=False)
+    meta = loaded.info
+    for key, value in (("items", len(loaded)), ("modality", meta.modality), ("dim", meta.dim),
+                       ("space", f"{meta.space_name} [{meta.space}]"),
+                       ("backend", f"{meta.backend} {meta.backend_options}"),
+                       ("classes", len(meta.class_names)), ("source", meta.extra.get("source", ""))):
+        table.add_row(key, str(value))
+    if (index / RETRIEVER_FILE).is_file():
+        spec = read_json_object(index / RETRIEVER_FILE, "")
+        for m, entry in spec["encoders"].items():
+            table.add_row(f"encoder {m}", f"{entry['name']} [{entry['fingerprint']}]")
+        table.add_row("joint model", "yes" if spec["joint"] else "no")
+    console.print(table)
+
+
+@friendly_errors
+def retrieve(
+    index: Path = typer.Option(..., "--index", help="index folder written by `fgmm index build`"),
+    text: str | None = typer.Option(None, "--text", help="query sentence"),
+    image: Path | None = typer.Option(None, "--image", help="query image file"),
+    k: int = typer.Option(5, "-k", "--k", help="number of results"),
+    grid: Path | None = typer.Option(None, "--grid", help="also save the results as a picture (PNG)"),
+    as_json: bool = typer.Option(False, "--json", help="print the results as JSON"),
+    cache: Path | None = typer.Option(None, "--cache", help="feature cache folder (default: none)"),
+) -> None:
+    """Query an index with a sentence or an image; print ids, scores and classes (optionally a picture)."""
+    from fgmm.cache import FeatureCache
+    from fgmm.errors import ConfigError
+    from fgmm.retrieval import Retriever, result_grid
+
+    if (text is None) == (image is None):
+        raise ConfigError("give exactly one of --text SENTENCE or --image FILE")
+    modality, query = ("text", text) if text is not None else ("image", image)
+    if image is not None and not image.is_file():
+        raise DataError(image, "query image not found")
+    _quiet_transformers()
+    retriever = Retriever.load(index, cache=FeatureCache(cache) if cache else None, modalities=[modality])
+    result = retriever.search(modality, [query], k)
+    rows = result.rows(0)
+    if as_json:
+        console.print_json(json.dumps({"query": {modality: str(query)}, "results": rows}))
+    else:
+        table = Table(title=f"{modality} query: {query}")
+        for column in ("rank", "score", "class", "item"):
+            table.add_column(column)
+        for row in rows:
+            item = row["text"] or row["path"] or row["id"]
+            table.add_row(str(row["rank"]), f"{row['score']:.3f}", row["class"], item)
+        console.print(table)
+    if grid is not None:
+        result_grid(result, query_text=text, query_image=image, out=grid)
+        console.print(f"picture of the results: {grid}")

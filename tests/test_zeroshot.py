@@ -1,0 +1,143 @@
+"""Zero-shot and GZSL: metrics, calibrated stacking, protocol, and a tiny KG where the answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fgmm.data.sample import MultiModalDataset, Sample
+from fgmm.gnn import ClassGraph
+from fgmm.tasks import TaskContext, run_tasks
+from fgmm.zeroshot import (
+    FitConfig,
+    KGClassifier,
+    calibrated_stacking,
+    calibration_split,
+    choose_gamma,
+    evaluate_zero_shot,
+    fit_classifier,
+    gzsl_accuracy,
+    mean_class_accuracy,
+    predict_scores,
+    zero_shot_split,
+    zsl_accuracy,
+)
+
+torch.set_num_threads(1)
+
+# Six classes on a ring of six attributes: class c shows attributes c and c+1 (mod 6). Every
+# attribute occurs in the seen classes 0..3, so the unseen classes 4 ({4, 5}) and 5 ({5, 0}) are
+# new combinations of known attributes: a KG model must compose them, and chance is 1/2.
+RING = np.array([[1.0 if a in (c, (c + 1) % 6) else 0.0 for a in range(6)] for c in range(6)], dtype=np.float32)
+SEEN, UNSEEN = [0, 1, 2, 3], [4, 5]
+
+
+def ring_data(per_class: int = 40, dim: int = 24, noise: float = 0.3, seed: int = 0):
+    """Image features = sum of the class' attribute directions + noise."""
+    rng = np.random.default_rng(seed)
+    directions = np.linalg.qr(rng.normal(size=(dim, 6)))[0].T  # 6 orthonormal attribute directions
+    labels = np.repeat(np.arange(6), per_class)
+    features = RING[labels] @ directions + noise * rng.normal(size=(len(labels), dim)) / np.sqrt(dim)
+    return torch.tensor(features, dtype=torch.float32), torch.tensor(labels)
+
+
+def ring_model(layer: str = "gcn", free_weights: bool = False) -> KGClassifier:
+    torch.manual_seed(0)
+    return KGClassifier(24, ClassGraph.from_matrix(RING), dim=16, hidden=16, layer=layer, num_layers=2,
+                        free_weights=free_weights, input_dropout=0.0)
+
+
+FAST = FitConfig(epochs=30, batch_size=32, lr=1e-2, seed=0)
+
+
+def test_mean_class_accuracy_averages_over_classes():
+    labels = torch.tensor([0, 0, 0, 0, 1])
+    predictions = torch.tensor([0, 0, 0, 0, 0])
+    assert mean_class_accuracy(predictions, labels) == pytest.approx(0.5)  # per-sample accuracy is 0.8
+
+
+def test_gzsl_accuracy_and_calibrated_stacking():
+    # 2 seen classes (0, 1), 1 unseen (2); seen scores are inflated by 0.3
+    scores = torch.tensor([[0.9, 0.1, 0.7], [0.2, 0.8, 0.6], [0.6, 0.1, 0.5], [0.1, 0.5, 0.4]])
+    labels = torch.tensor([0, 1, 2, 2])
+    raw = gzsl_accuracy(scores, labels, seen=[0, 1])
+    assert (raw.seen, raw.unseen, raw.h) == (1.0, 0.0, 0.0)
+    assert calibrated_stacking(scores, [0, 1], 0.3)[0].tolist() == pytest.approx([0.6, -0.2, 0.7])
+    best = choose_gamma(scores, labels, seen=[0, 1])
+    assert best.seen == 1.0 and best.unseen == 1.0 and best.h == 1.0
+    assert 0.1 < best.gamma < 0.2  # the smallest-magnitude gamma that fixes both unseen samples
+
+
+def test_zero_shot_split_keeps_every_unseen_sample_out_of_training():
+    labels = np.array([0, 0, 1, 1, 2, 2, -1])
+    split = ["train", "test", "train", "test", "train", "test", "train"]
+    zs = zero_shot_split(labels, split, unseen=[1], num_classes=3)
+    assert zs.train.tolist() == [0, 4]
+    assert zs.test_seen.tolist() == [1, 5]
+    assert zs.test_unseen.tolist() == [2, 3]  # train-split images of an unseen class are test images
+    assert (zs.seen, zs.unseen) == ([0, 2], [1])
+
+
+def test_calibration_split_holds_out_whole_stand_in_classes():
+    labels = np.repeat(np.arange(10), 10)
+    fit, validation, stand_in_seen = calibration_split(labels, np.arange(100), seen=range(10), fraction=0.2)
+    assert len(stand_in_seen) == 8
+    assert set(labels[fit]) == set(stand_in_seen)
+    stand_in_unseen = set(range(10)) - set(stand_in_seen)
+    assert all((labels[validation] == c).sum() == 10 for c in stand_in_unseen)
+    assert all((labels[validation] == c).sum() == 2 for c in stand_in_seen)
+    assert not set(fit) & set(validation)
+
+
+@pytest.mark.parametrize("layer", ["gcn", "ggnn"])
+def test_zero_shot_on_a_tiny_kg_composes_known_attributes(layer):
+    features, labels = ring_data()
+    train = torch.isin(labels, torch.tensor(SEEN))
+    model = fit_classifier(ring_model(layer), features[train], labels[train], SEEN, FAST)
+    test = ~train
+    accuracy = zsl_accuracy(predict_scores(model, features[test]), labels[test], UNSEEN)
+    assert accuracy >= 0.95
+
+
+def test_fit_rejects_labels_outside_classes_and_free_weights_of_unseen_stay_zero():
+    features, labels = ring_data(per_class=5)
+    with pytest.raises(ValueError, match="not among"):
+        fit_classifier(ring_model(), features, labels, SEEN, FAST)
+    train = torch.isin(labels, torch.tensor(SEEN))
+    model = fit_classifier(ring_model(free_weights=True), features[train], labels[train], SEEN,
+                           FitConfig(epochs=2, batch_size=8))
+    assert model.free[UNSEEN].abs().sum() == 0
+    assert model.free[SEEN].abs().sum() > 0
+
+
+def test_evaluate_zero_shot_reports_zsl_and_calibrated_gzsl():
+    features, labels = ring_data(per_class=30)
+    split = ["test" if i % 5 == 0 else "train" for i in range(len(labels))]
+    zs = zero_shot_split(labels.numpy(), split, UNSEEN, num_classes=6)
+    report = evaluate_zero_shot(ring_model, features, labels, zs, FAST)
+    assert report.zsl >= 0.95
+    assert report.gzsl.h >= report.gzsl_uncalibrated.h
+    assert 0.0 <= report.gzsl.seen <= 1.0 and report.gzsl.h > 0.5
+
+
+def ring_context(tmp_path) -> TaskContext:
+    features, labels = ring_data(per_class=20)
+    samples = [Sample(id=str(i), label=int(y)) for i, y in enumerate(labels)]
+    # as on CUB: every class has train and test images; zsl must ignore the unseen classes' ones
+    split = ["test" if i % 4 == 0 else "train" for i in range(len(labels))]
+    dataset = MultiModalDataset(samples=samples, class_names=[f"c{i}" for i in range(6)], split=split,
+                                attribute_names=[f"has_ring::a{i}" for i in range(6)], class_attributes=RING,
+                                root=tmp_path, name="ring")
+    return TaskContext(dataset=dataset, features={"image": features}, unseen_classes=UNSEEN, quick=True)
+
+
+def test_kg_and_zsl_tasks_return_the_benchmark_keys(tmp_path):
+    import fgmm.tasks.kg  # noqa: F401  (registers the tasks)
+
+    ctx = ring_context(tmp_path)
+    metrics = run_tasks(ctx, ["kg", "zsl"])
+    assert {"kg_top1", "zsl_unseen50_top1", "gzsl_seen", "gzsl_unseen", "gzsl_h"} <= set(metrics)
+    assert metrics["zsl_unseen50_top1"] >= 0.9
+    assert metrics["kg_top1"] >= 0.9
+    assert ctx.shared["kg_graph"].num_labels == 6
