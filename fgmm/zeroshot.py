@@ -6,7 +6,8 @@ its projected features and the class embeddings a GNN propagates from the graph
 (:func:`fit_classifier` with ``classes=seen``); classes without images get their weights from the
 graph, so the same model classifies them::
 
-    model = KGClassifier(in_dim=1280, graph=ClassGraph.from_hetero(kg.to_pyg()))
+    net = ClassEmbeddingNetwork(ClassGraph.from_hetero(kg.to_pyg()), out_dim=512)
+    model = KGClassifier(in_dim=1280, class_net=net)
     fit_classifier(model, features[train], labels[train], classes=seen)
     scores = model(features[test])                       # [N, num_labels], all classes
     zsl = mean_class_accuracy(scores[:, unseen].argmax(1), ...)  # see zsl_accuracy
@@ -27,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fgmm.gnn.propagation import ClassEmbeddingNetwork, ClassGraph
+from fgmm.errors import ConfigError
+from fgmm.gnn.propagation import ClassEmbeddingNetwork
 
 
 class KGClassifier(nn.Module):
@@ -39,28 +41,31 @@ class KGClassifier(nn.Module):
 
         s_c(\mathbf{x}) &= \tau \cos(\mathbf{z}, \mathbf{w}_c)
 
-    :math:`\mathbf{P}` projects image features into the joint space, :math:`\mathbf{u}_c` are optional
-    free per-class weights (zero for classes never trained on, so unseen classes rely on the graph
-    alone) and :math:`\tau` a learned temperature.
+    :math:`\mathbf{P}` projects image features into the joint space (identity when
+    ``projection=False``: the GNN then predicts class prototypes in the image feature space),
+    :math:`\mathbf{u}_c` are optional free per-class weights (zero for classes never trained on,
+    so unseen classes rely on the graph alone) and :math:`\tau` a learned temperature.
 
     Args:
         in_dim: width of the image features.
-        graph: the class graph; its labels are the classes scored.
-        dim: width of the joint embedding space.
-        layer, hidden, num_layers, dropout: of the :class:`ClassEmbeddingNetwork`.
+        class_net: the network giving the class embeddings :math:`\mathrm{GNN}(\mathcal{G})`.
+        projection: learn :math:`\mathbf{P}` (else ``in_dim`` must equal the class embedding width).
         free_weights: add the free per-class weights :math:`\mathbf{u}_c`.
         input_dropout: dropout on the image features.
         scale: initial temperature :math:`\tau`.
     """
 
-    def __init__(self, in_dim: int, graph: ClassGraph, dim: int = 512, layer: str = "ggnn", hidden: int = 256,
-                 num_layers: int = 3, dropout: float = 0.0, free_weights: bool = False,
-                 input_dropout: float = 0.2, scale: float = 16.0):
+    def __init__(self, in_dim: int, class_net: ClassEmbeddingNetwork, projection: bool = True,
+                 free_weights: bool = False, input_dropout: float = 0.2, scale: float = 16.0):
         super().__init__()
-        self.class_net = ClassEmbeddingNetwork(graph, out_dim=dim, hidden=hidden, layer=layer,
-                                               num_layers=num_layers, dropout=dropout)
-        self.projection = nn.Sequential(nn.Dropout(input_dropout), nn.Linear(in_dim, dim))
-        self.free = nn.Parameter(torch.zeros(graph.num_labels, dim)) if free_weights else None
+        dim = class_net.readout.out_features
+        if not projection and dim != in_dim:
+            raise ConfigError(f"without a projection the class embeddings ({dim}-d) must have the image "
+                              f"feature width ({in_dim})")
+        self.class_net = class_net
+        self.projection = nn.Sequential(nn.Dropout(input_dropout),
+                                        nn.Linear(in_dim, dim) if projection else nn.Identity())
+        self.free = nn.Parameter(torch.zeros(class_net.num_labels, dim)) if free_weights else None
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
 
     def class_embeddings(self) -> Tensor:

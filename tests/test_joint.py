@@ -53,22 +53,25 @@ def test_gradient_is_softmax_minus_target():
     assert torch.allclose(u.grad, 2.0 * grad_scores @ v, atol=1e-5)
 
 
+def score_gradient(instance_weight: float, labels: torch.Tensor) -> torch.Tensor:
+    """d loss / d s_ij at a batch where every image matches its own caption best.
+
+    With one-hot image embeddings, s_ij = scale * v_j[i], so the gradient of v holds d loss / d s.
+    """
+    n = len(labels)
+    v = (torch.eye(n) + 0.1).requires_grad_()
+    ClassAwareInfoNCE(init_temperature=1.0, instance_weight=instance_weight)(torch.eye(n), v, labels).backward()
+    return v.grad.T  # [i, j] = d loss / d s_ij
+
+
 def test_same_class_pairs_are_pulled_together_not_pushed_apart():
-    """One gradient step of the class-aware loss raises the similarity of an image to another image's
-    caption of its class; CLIP's loss lowers it."""
-    torch.manual_seed(2)
     labels = torch.tensor([0, 0, 1, 1])
-    base = F.normalize(torch.randn(4, 16), dim=1)
-
-    def step(instance_weight: float) -> float:
-        u, v = base.clone().requires_grad_(), base.clone().requires_grad_()
-        ClassAwareInfoNCE(init_temperature=0.1, instance_weight=instance_weight)(u, v, labels).backward()
-        with torch.no_grad():
-            u2, v2 = F.normalize(u - 0.5 * u.grad, dim=1), F.normalize(v - 0.5 * v.grad, dim=1)
-        return float(u2[0] @ v2[1] - base[0] @ base[1])
-
-    assert step(0.0) > 0.0  # class-aware: same-class caption pulled closer
-    assert step(1.0) < 0.0  # CLIP: treated as a negative
+    same_class, other_class = (0, 1), (0, 2)
+    class_aware = score_gradient(0.0, labels)
+    assert class_aware[same_class] < 0  # descending raises the score: pulled together
+    assert class_aware[other_class] > 0  # other classes are still negatives
+    clip = score_gradient(1.0, labels)
+    assert clip[same_class] > 0 and clip[other_class] > 0  # CLIP pushes the classmate away too
 
 
 def test_class_aware_loss_prefers_collapsed_classes_clip_does_not():
@@ -128,7 +131,7 @@ def toy_features(n: int = 120, classes: int = 4, seed: int = 0) -> tuple[torch.T
     labels = torch.arange(n) % classes
     centres_i, centres_t = torch.randn(classes, 12, generator=g), torch.randn(classes, 6, generator=g)
     image = centres_i[labels] + 1.5 * torch.randn(n, 12, generator=g)
-    text = centres_t[labels] + 1.0 * torch.randn(n, 6, generator=g)
+    text = centres_t[labels] + 0.3 * torch.randn(n, 6, generator=g)
     return image, text, labels
 
 
@@ -150,7 +153,7 @@ def test_model_forward_contract():
 def test_fit_joint_learns_and_fusion_helps(tmp_path):
     image, text, labels = toy_features(160)
     rows = [[i] for i in range(160)]
-    config = TrainConfig(epochs=30, batch_size=32, lr=3e-3, out_dir=tmp_path, progress=False, device="cpu")
+    config = TrainConfig(epochs=15, batch_size=40, lr=5e-3, out_dir=tmp_path, progress=False, device="cpu")
     model, result = fit_joint(image[:120], text, rows[:120], labels[:120], config, dim=16, hidden=32)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     with torch.no_grad():

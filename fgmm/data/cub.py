@@ -210,7 +210,7 @@ class _CubReader:
         not_flag = np.nonzero(~np.isin(split[:, 1], (0, 1)))[0]
         if not_flag.size:
             raise DataError(split_path, "is_train must be 0 or 1", int(split_lines[int(not_flag[0])]))
-        present_in: dict[Path, set[str]] = {}
+        present_in: dict[str, set[str]] = {}
         samples, is_train, seen = [], [], {}
         for line, image_id, relpath in listed:
             if image_id in seen:

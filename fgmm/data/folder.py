@@ -394,6 +394,7 @@ def write_folder(dataset: MultiModalDataset, root: str | Path) -> Path:
         write_atomic(root / ATTRIBUTES_FILE, _csv_text(["class", *dataset.attribute_names], [
             [name, *(repr(float(value)) for value in row)]
             for name, row in zip(dataset.class_names, dataset.class_attributes, strict=True)]))
-    manifest = {"name": dataset.name, "split_protocol": dataset.split_protocol, "meta": dataset.meta}
+    meta = {key: value for key, value in dataset.meta.items() if key != "format"}  # set by the loader
+    manifest = {"name": dataset.name, "split_protocol": dataset.split_protocol, "meta": meta}
     write_atomic(root / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True, default=_json_value) + "\n")
     return root

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -436,6 +438,28 @@ def _noisy_labels(samples: list[Sample], split: list[str], specs: list[dict], ra
         samples[index].label = int(pool[int(rng.integers(0, len(pool)))])
 
 
+def _make_sample(spec: dict, image_index: int, out_dir: Path, image_size: int, seed: int,
+                 with_audio: bool) -> Sample:
+    """Render, synthesise and write one sample from its own random stream ``(seed, 1, class, image)``."""
+    rng = _rng(seed, 1, spec["index"], image_index)
+    sample_id = f"{spec['index']:03d}-{image_index:03d}"
+    attributes = _sample_attributes(rng, spec)
+    image_path = out_dir / "images" / f"{sample_id}.jpg"
+    buffer = io.BytesIO()
+    render_bird(attributes, rng, image_size).save(buffer, format="JPEG", quality=90)
+    write_atomic(image_path, buffer.getvalue())
+    audio_path = None
+    if with_audio:
+        audio_path = out_dir / "audio" / f"{sample_id}.wav"
+        buffer = io.BytesIO()
+        sf.write(buffer, synthesize_song(spec["song"], rng), SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        write_atomic(audio_path, buffer.getvalue())
+    location, when = _place_and_time(spec, rng)
+    return Sample(id=sample_id, label=spec["index"], image=image_path, texts=write_captions(attributes, rng),
+                  audio=audio_path, location=location, time=when,
+                  meta={"clean_label": spec["index"], "attributes": attributes})
+
+
 def generate_procedural(out_dir: str | Path, *, num_classes: int = 20, images_per_class: int = 40,
                         image_size: int = 96, unseen_classes: int = 5, noise_rate: float = 0.2, seed: int = 0,
                         with_audio: bool = True) -> MultiModalDataset:
@@ -444,8 +468,10 @@ def generate_procedural(out_dir: str | Path, *, num_classes: int = 20, images_pe
     Seen classes are split per class (a seeded 25% holdout); samples of unseen classes are all
     test. ``Sample.meta["clean_label"]`` is the true class of every sample, ``Sample.label`` the
     observed one (different for ``noise_rate`` of the training samples). The class spec is kept in
-    ``dataset.meta["class_spec"]``. Files of an earlier run with other arguments are overwritten
-    when their names repeat and left alone otherwise.
+    ``dataset.meta["class_spec"]``; each sample's drawn attribute values in
+    ``Sample.meta["attributes"]``. Samples are made on a small thread pool, each from its own random
+    stream, so the bytes do not depend on scheduling. Files of an earlier run with other arguments
+    are overwritten when their names repeat and left alone otherwise.
     """
     if not 0.0 <= noise_rate < 1.0:
         raise ValueError(f"noise_rate must be in [0, 1), got {noise_rate}")
@@ -453,27 +479,9 @@ def generate_procedural(out_dir: str | Path, *, num_classes: int = 20, images_pe
         raise ValueError("images_per_class must be at least 2 (a train and a test image per class)")
     out_dir = Path(out_dir).expanduser().absolute()
     specs = procedural_class_spec(num_classes, seed, unseen_classes=unseen_classes)
-    samples: list[Sample] = []
-    for spec in specs:
-        for image_index in range(images_per_class):
-            rng = _rng(seed, 1, spec["index"], image_index)
-            sample_id = f"{spec['index']:03d}-{image_index:03d}"
-            attributes = _sample_attributes(rng, spec)
-            image_path = out_dir / "images" / f"{sample_id}.jpg"
-            buffer = io.BytesIO()
-            render_bird(attributes, rng, image_size).save(buffer, format="JPEG", quality=90)
-            write_atomic(image_path, buffer.getvalue())
-            audio_path = None
-            if with_audio:
-                audio_path = out_dir / "audio" / f"{sample_id}.wav"
-                buffer = io.BytesIO()
-                song = synthesize_song(spec["song"], rng)
-                sf.write(buffer, song, SAMPLE_RATE, format="WAV", subtype="PCM_16")
-                write_atomic(audio_path, buffer.getvalue())
-            location, when = _place_and_time(spec, rng)
-            samples.append(Sample(id=sample_id, label=spec["index"], image=image_path,
-                                  texts=write_captions(attributes, rng), audio=audio_path, location=location,
-                                  time=when, meta={"clean_label": spec["index"], "attributes": attributes}))
+    jobs = [(spec, image_index) for spec in specs for image_index in range(images_per_class)]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        samples = list(pool.map(lambda job: _make_sample(*job, out_dir, image_size, seed, with_audio), jobs))
     unseen = [c["index"] for c in specs if c["unseen"]]
     seen_labels = [-1 if s.label in unseen else s.label for s in samples]
     split = ["test" if s.label in unseen else part

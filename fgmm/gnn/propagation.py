@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import to_undirected
 
-from fgmm.errors import DataError
+from fgmm.errors import ConfigError, DataError
 from fgmm.gnn.layers import create_gnn_layer
 
 #: node types of a :class:`ClassGraph`, in the order of their integer ids
@@ -185,8 +185,11 @@ class ClassEmbeddingNetwork(nn.Module):
     """
 
     def __init__(self, graph: ClassGraph, out_dim: int, hidden: int = 128, layer: str = "ggnn",
-                 num_layers: int = 3, dropout: float = 0.0, use_node_features: bool = True):
+                 num_layers: int = 3, dropout: float = 0.0, use_node_features: bool = True,
+                 learned_nodes: Sequence[str] = ("taxon", "attribute", "part")):
         super().__init__()
+        if "class" in learned_nodes or not set(learned_nodes) <= set(NODE_TYPES):
+            raise ConfigError(f"learned_nodes must be among {NODE_TYPES[1:]}, got {list(learned_nodes)}")
         node_features = graph.node_features if use_node_features else None
         self.gnn = create_gnn_layer(layer, dim=hidden, num_layers=num_layers, dropout=dropout)
         adjacency, edge_weight = self.gnn.prepare(graph.edge_index, graph.edge_weight, graph.num_nodes)
@@ -194,8 +197,8 @@ class ClassEmbeddingNetwork(nn.Module):
         self.register_buffer("edge_weight", edge_weight, persistent=False)
         self.register_buffer("node_type", graph.node_type, persistent=False)
         self.register_buffer("label_nodes", graph.label_nodes, persistent=False)
-        owned = graph.node_type >= NODE_TYPES.index("attribute")  # attribute and part nodes
-        # row of each node in `node_embedding` (row 0: a fixed zero row shared by class and taxon nodes)
+        owned = torch.isin(graph.node_type, torch.tensor([NODE_TYPES.index(t) for t in learned_nodes]))
+        # row of each node in `node_embedding` (row 0: a fixed zero row shared by the other nodes)
         self.register_buffer("embedding_row", torch.where(owned, torch.cumsum(owned.long(), 0), 0),
                              persistent=False)
         self.type_embedding = nn.Embedding(len(NODE_TYPES), hidden)

@@ -251,7 +251,7 @@ class JointEmbeddingModel(nn.Module):
     @classmethod
     def load(cls, path: str | Path, towers: Mapping[str, nn.Module] | None = None,
              map_location: str | torch.device = "cpu") -> JointEmbeddingModel:
-        """Rebuild a model written by :meth:`save` (``weights_only=True``).
+        """Rebuild a model written by :meth:`save` (``weights_only=True``), in eval mode.
 
         Args:
             path: the saved file.
@@ -280,4 +280,4 @@ class JointEmbeddingModel(nn.Module):
             model.load_state_dict(payload["state_dict"])
         except RuntimeError as exc:
             raise DataError(path, f"weights do not fit the saved config ({str(exc).splitlines()[0]})") from None
-        return model
+        return model.eval()

@@ -23,7 +23,7 @@ from rdflib.namespace import DCTERMS, RDF, RDFS, XSD
 from rdflib.util import from_n3
 
 from fgmm.errors import ConfigError, DataError
-from fgmm.kg.graph import KnowledgeGraph
+from fgmm.kg.graph import KnowledgeGraph, new_graph
 from fgmm.kg.vocab import DEFAULT_BASE, DWC, FGMM, KINDS, link_iri, mint, name_of, strength_literal
 
 #: node types of the PyG views, in the order of their ``node_type`` ids
@@ -134,7 +134,7 @@ def from_networkx(graph) -> KnowledgeGraph:
         DataError: a node or edge that cannot be read, naming it.
     """
     base = graph.graph.get("base", DEFAULT_BASE)
-    kg = KnowledgeGraph(base, graph=Graph())
+    kg = KnowledgeGraph(base, graph=new_graph())
     g = kg.graph
     for prefix, namespace in graph.graph.get("namespaces", {}).items():
         g.bind(prefix, namespace, override=True, replace=True)

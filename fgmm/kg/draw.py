@@ -52,7 +52,7 @@ def draw_class(kg: KnowledgeGraph, name: str, out: str | Path, top_k: int = 12, 
         group = g.value(attribute, FGMM.inGroup)
         ring.append((attribute, strength, g.value(group, FGMM.ofPart) if group is not None else None))
     if not links:
-        ring = [(child, None, None) for child in kg._children(node)[:top_k]]
+        ring = [(child, None, None) for child in kg.children(node)[:top_k]]
     ring.sort(key=lambda entry: (kg.label(entry[2]) if entry[2] is not None else "~", -(entry[1] or 0.0)))
     parts = list(dict.fromkeys(p for _, _, p in ring if p is not None))
     palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",

@@ -60,6 +60,9 @@ FORMATS: dict[str, str] = {
     ".jsonld": "json-ld", ".json": "json-ld", ".rdf": "xml", ".owl": "xml", ".xml": "xml", ".trig": "trig",
 }
 
+#: formats whose rdflib parsers need a context-aware store
+QUAD_FORMATS = frozenset({"json-ld", "trig"})
+
 #: how :meth:`KnowledgeGraph.merge` settles two different strengths of the same class → attribute link
 MERGE_RULES: dict[str, Callable[[float, float], float]] = {
     "other": lambda mine, theirs: theirs,
@@ -86,13 +89,34 @@ def rdf_format(path: str | Path, fmt: str | None = None) -> str:
     return FORMATS[suffix]
 
 
+def new_graph() -> Graph:
+    """An empty rdflib graph on the in-memory store fgmm uses.
+
+    ``SimpleMemory`` keeps no named-graph bookkeeping, which makes adding triples about a third
+    faster than rdflib's default store; fgmm graphs have no named graphs. For graphs beyond a few
+    million triples wrap a graph on a persistent store instead (``KnowledgeGraph(graph=...)``, e.g.
+    ``rdflib.Graph(store="Oxigraph")`` from ``oxrdflib``).
+    """
+    return Graph(store="SimpleMemory")
+
+
 def _normalised(text: str) -> str:
     """Lower-case alphanumeric words of ``text`` without a leading ``NNN.`` id (for lenient lookup)."""
     text = re.sub(r"^\d+\.", "", text)
     return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-def _parse_error(path: Path, exc: Exception) -> DataError:
+def _first_bad_line(path: Path, fmt: str) -> int | None:
+    """The first line of a line-based file (N-Triples) that does not parse on its own."""
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            Graph().parse(data=line, format=fmt)
+        except Exception:
+            return number
+    return None
+
+
+def _parse_error(path: Path, fmt: str, exc: Exception) -> DataError:
     """A :class:`DataError` with the file and, where the parser tells it, the line."""
     if isinstance(exc, BadSyntax):
         why = re.sub(r"\s+", " ", exc._why).strip()
@@ -100,15 +124,8 @@ def _parse_error(path: Path, exc: Exception) -> DataError:
     if isinstance(exc, json.JSONDecodeError):
         return DataError(path, f"malformed JSON-LD: {exc.msg}", exc.lineno)
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    line = None
     found = re.search(r"line:? (\d+)", message)
-    if found:
-        line = int(found.group(1))
-    else:  # rdflib's N-Triples parser quotes the bad line but not its number
-        quoted = re.search(r"Invalid line: '(.*)'", message)
-        if quoted:
-            text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-            line = next((i + 1 for i, row in enumerate(text) if row.strip() == quoted.group(1).strip()), None)
+    line = int(found.group(1)) if found else _first_bad_line(path, fmt) if fmt == "nt" else None
     return DataError(path, f"malformed RDF: {message}", line)
 
 
@@ -155,7 +172,7 @@ class KnowledgeGraph:
                  graph: Graph | None = None, path: str | Path | None = None):
         self.base = check_base(base)
         self.path = Path(path) if path is not None else None
-        self.graph = graph if graph is not None else Graph()
+        self.graph = graph if graph is not None else new_graph()
         for prefix, namespace in PREFIXES.items():
             self.graph.bind(prefix, namespace, override=False)
         if graph is None:
@@ -187,11 +204,19 @@ class KnowledgeGraph:
         fmt = rdf_format(path, format)
         if not path.is_file():
             raise DataError(path, "knowledge graph file does not exist")
-        graph = Graph()
+        graph = new_graph()
         try:
-            graph.parse(path, format=fmt)
+            if fmt in QUAD_FORMATS:  # their parsers need a context-aware store; keep the default graph
+                parsed = Graph()
+                parsed.parse(path, format=fmt)
+                for prefix, namespace in parsed.namespaces():
+                    graph.bind(prefix, namespace, override=True, replace=True)
+                for triple in parsed:
+                    graph.add(triple)
+            else:
+                graph.parse(path, format=fmt)
         except Exception as exc:  # rdflib parsers raise many types (BadSyntax, ParseError, JSONDecodeError)
-            raise _parse_error(path, exc) from None
+            raise _parse_error(path, fmt, exc) from None
         if base is None:
             datasets = {s for s in graph.subjects(RDF.type, VOID.Dataset) if isinstance(s, URIRef)}
             derived = set(graph.objects(None, PROV.wasDerivedFrom))
@@ -208,7 +233,7 @@ class KnowledgeGraph:
         return path
 
     def copy(self) -> KnowledgeGraph:
-        graph = Graph()
+        graph = new_graph()
         for prefix, namespace in self.graph.namespaces():
             graph.bind(prefix, namespace, override=True, replace=True)
         for triple in self.graph:
@@ -323,6 +348,10 @@ class KnowledgeGraph:
     def _children(self, iri: URIRef) -> list[URIRef]:
         return sorted((c for c in self.graph.subjects(RDFS.subClassOf, iri)
                        if (c, RDF.type, FGMM.Class) in self.graph), key=str)
+
+    def children(self, name: str | URIRef) -> list[URIRef]:
+        """The classes that are a direct ``rdfs:subClassOf`` the class ``name``."""
+        return self._children(self.node("class", name))
 
     def lineage(self, name: str | URIRef) -> list[URIRef]:
         """The class and its ancestors up to a root, following the first parent at each step."""
@@ -661,7 +690,7 @@ class KnowledgeGraph:
             "links": len(strengths),
             "classes_with_links": len(linked),
             "links_per_linked_class": len(strengths) / len(linked) if linked else 0.0,
-            "strength_mean": sum(strengths) / len(strengths) if strengths else 0.0,
+            "strength_mean": math.fsum(strengths) / len(strengths) if strengths else 0.0,
             "strength_min": min(strengths, default=0.0),
             "strength_max": max(strengths, default=0.0),
         }

@@ -101,8 +101,13 @@ def validate(graph: Graph, shapes: str | Path | None = None) -> ValidationReport
     import pyshacl
 
     shapes_graph = load_shapes(str(shapes) if shapes is not None else None)
+    data = graph
+    if not graph.store.context_aware:  # pyshacl needs a context-aware store (fgmm uses SimpleMemory)
+        data = Graph()
+        for triple in graph:
+            data.add(triple)
     try:
-        _, results, _ = pyshacl.validate(graph, shacl_graph=shapes_graph, inference="none",
+        _, results, _ = pyshacl.validate(data, shacl_graph=shapes_graph, inference="none",
                                          allow_warnings=True, abort_on_first=False, advanced=False)
     except Exception as exc:  # pyshacl reports broken shapes with its own exception types
         raise DataError(shapes, f"SHACL validation could not run: {exc}") from None

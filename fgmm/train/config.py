@@ -19,6 +19,7 @@ import difflib
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -31,6 +32,11 @@ from fgmm.train.checkpoint import atomic_write
 C = TypeVar("C")
 
 _SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+# annotation -> (accepted Python types, converter); a bool is never accepted as a number
+_SCALARS: dict[type, tuple[tuple[type, ...], Callable[[Any], Any]]] = {
+    bool: ((bool,), bool), int: ((int,), int), float: ((int, float), float), str: ((str,), str),
+    Path: ((str, Path), Path),
+}
 
 
 def _format(path: str | Path) -> str:
@@ -96,25 +102,10 @@ def _convert(value: Any, tp: Any, key: str, source: str | None) -> Any:
         ktp, vtp = args or (Any, Any)
         return {_convert(k, ktp, key, source): _convert(v, vtp, f"{key}.{k}", source)
                 for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise fail()
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise fail()
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise fail()
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise fail()
-    if tp is Path:
-        if isinstance(value, str | Path):
-            return Path(value)
+    if tp in _SCALARS:
+        accepted, convert = _SCALARS[tp]
+        if isinstance(value, accepted) and (tp is bool or not isinstance(value, bool)):
+            return convert(value)
         raise fail()
     raise ConfigError(f"{_where(source, key)}: unsupported annotation {_type_name(tp)} in the config class")
 

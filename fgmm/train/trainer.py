@@ -15,7 +15,11 @@ global permutation, so ``N`` ranks with batch ``b`` see the batches of one proce
 Training state (weights, optimizer, schedule, GradScaler, RNG, position inside the epoch, early
 stopping, history) goes to ``out_dir/last.ckpt`` at every epoch end, every
 ``checkpoint_every_steps`` and when ``max_steps`` stops the run; :meth:`Trainer.fit` resumes from
-it exactly, mid-epoch included: the sampler skips the micro-batches already consumed.
+it exactly, mid-epoch included: the sampler skips the micro-batches already consumed. Exactness
+holds when the data pipeline is deterministic per index or draws its randomness in the main
+process (``num_workers=0``); random augmentations inside DataLoader workers are reproduced from
+epoch boundaries on, but not after a mid-epoch resume (the workers' generators restart). On GPU
+bit-exactness also needs ``deterministic=True``.
 """
 
 from __future__ import annotations
@@ -542,11 +546,12 @@ class Trainer:
 
     def _train_loader(self, epoch: int, start_batch: int) -> Iterator[Any]:
         cfg = self.config
-        sampler = EpochSampler(len(self.train_data), seed=cfg.seed, epoch=epoch, shuffle=True,  # type: ignore[arg-type]
-                               rank=self.dist.rank, world_size=self.dist.world_size,
-                               start=start_batch * cfg.batch_size)
-        return iter(self._loader(self.train_data, sampler, cfg.batch_size, seed=derive_seed(cfg.seed, epoch),
-                                 drop_last=cfg.drop_last))
+        size = len(self.train_data)  # type: ignore[arg-type]
+        sampler = EpochSampler(size, seed=cfg.seed, epoch=epoch, shuffle=True, rank=self.dist.rank,
+                               world_size=self.dist.world_size, start=start_batch * cfg.batch_size)
+        loader = self._loader(self.train_data, sampler, cfg.batch_size, seed=derive_seed(cfg.seed, epoch),
+                              drop_last=cfg.drop_last)
+        return iter(loader)
 
     def _stop_reason(self) -> str | None:
         """``"max_steps"`` or ``"early_stopping"`` when training must stop now, else ``None``."""
@@ -628,4 +633,4 @@ class Trainer:
         if saved.get("epochs") != current["epochs"]:
             warnings.warn(f"{path}: resuming a run planned for {saved.get('epochs')} epochs with "
                           f"epochs={current['epochs']}: the learning-rate schedule is stretched from "
-                          "the current step on", stacklevel=3)
+                          "the current step on", stacklevel=4)

@@ -1,0 +1,234 @@
+"""``fgmm kg``: author, check, query, export and draw knowledge graphs.
+
+Commands that change a graph (``add-class``, ``add-attribute``, ``link``) read the file, apply the
+change and write it back atomically in the same format.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from fgmm.cli._common import console, friendly_errors
+from fgmm.errors import ConfigError, DataError
+
+kg_app = typer.Typer(help="Author, validate, query, export and draw knowledge graphs (RDF/Turtle).",
+                     no_args_is_help=True)
+
+KG_ARGUMENT = typer.Argument(..., help="knowledge graph file (.ttl, .nt, .jsonld, ...)")
+
+
+def _load(path: Path):
+    from fgmm.kg import KnowledgeGraph
+
+    return KnowledgeGraph.load(path)
+
+
+@kg_app.command("new", epilog="Example: fgmm kg new birds.ttl --base https://example.org/kg/birds/ "
+                              "--title 'My birds'")
+@friendly_errors
+def new(
+    path: Path = typer.Argument(..., help="file to create (.ttl, .nt, .jsonld)"),
+    base: str = typer.Option("https://fgmm.dev/kg/default/", help="namespace of the graph's nodes"),
+    title: str | None = typer.Option(None, help="title of the graph"),
+    source: str | None = typer.Option(None, help="where the knowledge comes from (provenance)"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
+) -> None:
+    """Create an empty knowledge graph file."""
+    from fgmm.kg import KnowledgeGraph
+
+    if path.exists() and not force:
+        raise DataError(path, "file exists; use --force to overwrite it")
+    KnowledgeGraph(base, title=title, source=source).save(path)
+    console.print(f"created {path} (namespace {base})")
+
+
+@kg_app.command("add-class", epilog="Example: fgmm kg add-class birds.ttl Herring_Gull --label 'Herring Gull' "
+                                    "--parent Larus --rank species")
+@friendly_errors
+def add_class(
+    path: Path = KG_ARGUMENT,
+    name: str = typer.Argument(..., help="class name (unique identifier)"),
+    label: str | None = typer.Option(None, help="human-readable name (default: the name)"),
+    parent: str | None = typer.Option(None, help="existing class this one is a subclass of"),
+    description: str | None = typer.Option(None, help="free-text description"),
+    rank: str | None = typer.Option(None, help="taxonomic rank: species, genus, family, order, ..."),
+    scientific_name: str | None = typer.Option(None, help="scientific name"),
+) -> None:
+    """Add a class (a species or a taxon) to a graph."""
+    kg = _load(path)
+    kg.add_class(name, label=label, parent=parent, description=description, rank=rank,
+                 scientific_name=scientific_name)
+    kg.save(path)
+    console.print(f"added class {name} to {path}")
+
+
+@kg_app.command("add-attribute", epilog="Example: fgmm kg add-attribute birds.ttl has_bill_color::yellow "
+                                        "--group has_bill_color --part bill")
+@friendly_errors
+def add_attribute(
+    path: Path = KG_ARGUMENT,
+    name: str = typer.Argument(..., help="attribute name, e.g. has_bill_color::yellow"),
+    group: str = typer.Option(..., help="attribute group (created when missing)"),
+    part: str | None = typer.Option(None, help="part the group is about (created when missing)"),
+    label: str | None = typer.Option(None, help="human-readable name (default: the name)"),
+    description: str | None = typer.Option(None, help="free-text description"),
+) -> None:
+    """Add an attribute in an attribute group (and the group and part when new)."""
+    kg = _load(path)
+    kg.add_attribute(name, group=group, part=part, label=label, description=description)
+    kg.save(path)
+    console.print(f"added attribute {name} (group {group}) to {path}")
+
+
+@kg_app.command("link", epilog="Example: fgmm kg link birds.ttl Herring_Gull has_bill_color::yellow 0.93")
+@friendly_errors
+def link(
+    path: Path = KG_ARGUMENT,
+    class_name: str = typer.Argument(..., metavar="CLASS", help="class name or label"),
+    attribute: str = typer.Argument(..., help="attribute name or label"),
+    strength: float = typer.Argument(..., help="how strongly the class shows the attribute, in [0, 1]"),
+) -> None:
+    """Link a class to an attribute with a strength (replaces an existing strength)."""
+    kg = _load(path)
+    kg.link(class_name, attribute, strength)
+    kg.save(path)
+    console.print(f"linked {class_name} -> {attribute} ({strength:g}) in {path}")
+
+
+@kg_app.command("validate", epilog="Example: fgmm kg validate birds.ttl")
+@friendly_errors
+def validate(
+    path: Path = KG_ARGUMENT,
+    shapes: Path | None = typer.Option(None, help="SHACL shapes file (default: knowledge/shapes.ttl)"),
+) -> None:
+    """Check a graph against the fgmm SHACL shapes; exit code 1 when it does not conform."""
+    report = _load(path).validate(shapes)
+    if not report:
+        console.print(f"[green]{path} conforms[/]: no violations")
+        return
+    table = Table(title=f"{path}: {report.severity_count('Violation')} violations, "
+                        f"{report.severity_count('Warning')} warnings")
+    for column in ("severity", "focus node", "path", "message", "value"):
+        table.add_column(column, overflow="fold")
+    for v in report:
+        style = "red" if v.severity == "Violation" else "yellow"
+        table.add_row(f"[{style}]{v.severity}[/]", v.focus, v.path or "", v.message, v.value or "")
+    console.print(table)
+    if not report.conforms:
+        raise typer.Exit(code=1)
+
+
+@kg_app.command("query", epilog="Examples:\n\n  fgmm kg query birds.ttl "
+                                "'SELECT ?c ?a WHERE { ?c fgmm:hasAttribute ?a }'\n\n"
+                                "  fgmm kg query cub.ttl @strong_links.rq --format csv")
+@friendly_errors
+def query(
+    path: Path = KG_ARGUMENT,
+    sparql: str = typer.Argument(..., help="a SPARQL query, or @FILE to read it from a file; prefixes fgmm:, "
+                                           "rdfs:, dwc:, dcterms:, kg: (the graph's namespace) are declared"),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json"),
+) -> None:
+    """Run a SPARQL query and print the result."""
+    from fgmm.kg.validate import short
+
+    if sparql.startswith("@"):
+        source = Path(sparql[1:])
+        if not source.is_file():
+            raise DataError(source, "SPARQL query file does not exist")
+        sparql = source.read_text(encoding="utf-8")
+    if fmt not in ("table", "csv", "json"):
+        raise ConfigError(f"unknown --format '{fmt}'; choose table, csv or json")
+    kg = _load(path)
+    result = kg.query(sparql)
+    if result.type == "ASK":
+        console.print(str(bool(result.askAnswer)).lower())
+        return
+    if result.type != "SELECT":
+        console.print(result.serialize(format="turtle").decode("utf-8"), markup=False, highlight=False)
+        return
+    if fmt != "table":
+        console.print(result.serialize(format=fmt).decode("utf-8"), markup=False, highlight=False)
+        return
+    columns = [str(v) for v in result.vars]
+    table = Table(title=f"{len(result)} rows")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in result:
+        table.add_row(*(short(kg.graph, value) or "" for value in row))
+    console.print(table)
+
+
+@kg_app.command("stats", epilog="Example: fgmm kg stats cub.ttl --json")
+@friendly_errors
+def stats(
+    path: Path = KG_ARGUMENT,
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Counts of classes (leaves/taxa), attributes, groups, parts and links, and strength summary."""
+    summary = _load(path).stats()
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    table = Table(title=str(path))
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        shown = ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else (
+            f"{value:.4f}" if isinstance(value, float) else str(value))
+        table.add_row(key, shown)
+    console.print(table)
+
+
+@kg_app.command("export", epilog="Examples:\n\n  fgmm kg export birds.ttl birds.jsonld\n\n"
+                                 "  fgmm kg export cub.ttl cub.nt")
+@friendly_errors
+def export(
+    path: Path = KG_ARGUMENT,
+    out: Path = typer.Argument(..., help="output file; the format follows its suffix (.ttl, .nt, .jsonld, .rdf)"),
+    fmt: str | None = typer.Option(None, "--format", help="rdflib format name, overriding the suffix"),
+) -> None:
+    """Write a graph in another RDF format (exact round trip)."""
+    kg = _load(path)
+    kg.save(out, format=fmt)
+    console.print(f"wrote {len(kg)} triples to {out}")
+
+
+@kg_app.command("show", epilog="Example: fgmm kg show cub.ttl 001.Black_footed_Albatross --out albatross.png")
+@friendly_errors
+def show(
+    path: Path = KG_ARGUMENT,
+    class_name: str = typer.Argument(..., metavar="CLASS", help="class name or label"),
+    out: Path = typer.Option(..., "--out", "-o", help="picture to write (.png or .svg)"),
+    top_k: int = typer.Option(12, help="how many of the strongest attributes to draw"),
+) -> None:
+    """Draw a class's neighbourhood: strongest attributes, their parts, its taxonomy path."""
+    from fgmm.kg.draw import draw_class
+
+    draw_class(_load(path), class_name, out, top_k=top_k)
+    console.print(f"wrote {out}")
+
+
+@kg_app.command("import-cub", epilog="Example: fgmm kg import-cub data/cub200 --out cub.nt --threshold 0.05")
+@friendly_errors
+def import_cub(
+    root: Path = typer.Argument(..., help="CUB root (holding attributes.txt and CUB_200_2011/)"),
+    out: Path = typer.Option(..., "--out", "-o", help="knowledge graph file to write (.nt is fastest)"),
+    threshold: float | None = typer.Option(None, help="keep links with strength >= this (default: all > 0)"),
+    taxonomy: bool = typer.Option(True, "--taxonomy/--no-taxonomy",
+                                  help="merge the shipped order/family/genus taxonomy"),
+) -> None:
+    """Build the CUB class-attribute graph from the official attribute files."""
+    from fgmm.kg.cub import import_cub as build
+
+    start = time.perf_counter()
+    kg = build(root, threshold=threshold, taxonomy=taxonomy)
+    built = time.perf_counter() - start
+    kg.save(out)
+    s = kg.stats()
+    console.print(f"{s['leaf_classes']} classes ({s['taxa']} taxa above them), {s['attributes']} attributes in "
+                  f"{s['groups']} groups, {s['links']} links; built in {built:.1f} s, wrote {out}")
