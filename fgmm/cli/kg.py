@@ -134,6 +134,8 @@ def query(
     fmt: str = typer.Option("table", "--format", help="table, csv or json"),
 ) -> None:
     """Run a SPARQL query and print the result."""
+    from rdflib import Literal
+
     from fgmm.kg.validate import short
 
     if sparql.startswith("@"):
@@ -159,7 +161,7 @@ def query(
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in result:
-        table.add_row(*(short(kg.graph, value) or "" for value in row))
+        table.add_row(*(str(v) if isinstance(v, Literal) else short(kg.graph, v) or "" for v in row))
     console.print(table)
 
 

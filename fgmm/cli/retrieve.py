@@ -170,7 +170,7 @@ def retrieve(
         for column in ("rank", "score", "class", "item"):
             table.add_column(column)
         for row in rows:
-            item = row["text"] or row["path"] or row["id"]
+            item = row["text"] or row["id"]
             table.add_row(str(row["rank"]), f"{row['score']:.3f}", row["class"], item)
         console.print(table)
     if grid is not None:

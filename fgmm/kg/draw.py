@@ -24,6 +24,9 @@ IMAGE_FORMATS = {".png": "png", ".svg": "svg"}
 
 CLASS_COLOR, TAXON_COLOR, CHILD_COLOR = "#1f3b63", "#c9d6e8", "#8fb0d9"
 
+#: layout radii and positions (data units; the class sits at the origin)
+RING, LABEL_GAP, PART_RING, TAXONOMY_X = 1.45, 0.16, 2.85, -3.0
+
 
 def _wrap(text: str, width: int = 18) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
@@ -61,64 +64,63 @@ def draw_class(kg: KnowledgeGraph, name: str, out: str | Path, top_k: int = 12, 
 
     graph = nx.DiGraph()
     pos: dict[str, tuple[float, float]] = {"class": (0.0, 0.0)}
-    spread = 2 * math.pi * 0.8  # leave the left side free for the taxonomy column
-    angles = [math.pi - spread / 2 - spread * (i + 0.5) / max(len(ring), 1) + math.pi for i in range(len(ring))]
-    labels = {"class": _wrap(kg.label(node), 16)}
+    spread = 2 * math.pi * 0.8  # the ring leaves a gap on the left for the way to the taxonomy column
+    angles = [math.pi - (2 * math.pi - spread) / 2 - spread * (i + 0.5) / max(len(ring), 1)
+              for i in range(len(ring))]
+    labels: dict[str, tuple[str, float, float, str, str]] = {}  # key -> (text, x, y, ha, va)
     for i, (iri, strength, part) in enumerate(ring):
-        key = f"n{i}"
-        pos[key] = (1.35 * math.cos(angles[i]), 1.35 * math.sin(angles[i]))
-        text = kg.label(iri) if strength is None else f"{kg.label(iri)}  ({strength:.2f})"
-        labels[key] = _wrap(text)
+        key, (cos, sin) = f"n{i}", (math.cos(angles[i]), math.sin(angles[i]))
+        pos[key] = (RING * cos, RING * sin)
+        text = _wrap(kg.label(iri) if strength is None else f"{kg.label(iri)} ({strength:.2f})")
+        ha = "left" if cos > 0.3 else "right" if cos < -0.3 else "center"
+        va = "center" if abs(cos) > 0.3 else "bottom" if sin > 0 else "top"
+        labels[key] = (text, (RING + LABEL_GAP) * cos, (RING + LABEL_GAP) * sin, ha, va)
         graph.add_edge("class", key, width=1.0 if strength is None else 0.8 + 7.0 * strength)
         if part is not None:
             graph.add_edge(key, f"p:{part}", width=0.6)
     for part in parts:
         members = [angles[i] for i, entry in enumerate(ring) if entry[2] == part]
         mean = math.atan2(sum(map(math.sin, members)), sum(map(math.cos, members)))
-        pos[f"p:{part}"] = (2.35 * math.cos(mean), 2.35 * math.sin(mean))
-        labels[f"p:{part}"] = kg.label(part)
+        pos[f"p:{part}"] = (PART_RING * math.cos(mean), PART_RING * math.sin(mean))
+        labels[f"p:{part}"] = (kg.label(part), *pos[f"p:{part}"], "center", "center")
     lineage = kg.lineage(node)[1:]
     for depth, ancestor in enumerate(lineage):
         key = f"t{depth}"
-        pos[key] = (-2.6, -0.2 + 0.55 * (depth + 1))
+        pos[key] = (TAXONOMY_X, 0.62 * depth)
         rank = g.value(ancestor, DWC.taxonRank)
-        labels[key] = _wrap(kg.label(ancestor) + (f"\n({rank})" if rank else ""), 20)
+        labels[key] = (_wrap(kg.label(ancestor) + (f" ({rank})" if rank else ""), 20), *pos[key], "center",
+                       "center")
         graph.add_edge("class" if depth == 0 else f"t{depth - 1}", key, width=1.2)
     graph.add_nodes_from(pos)
 
-    fig = Figure(figsize=(12, 9), dpi=dpi)
+    fig = Figure(figsize=(12, 9.5), dpi=dpi)
     ax = fig.add_subplot(1, 1, 1)
     ax.set_axis_off()
     edges = list(graph.edges(data=True))
     nx.draw_networkx_edges(graph, pos, ax=ax, edgelist=[(u, v) for u, v, _ in edges],
                            width=[d["width"] for _, _, d in edges], edge_color="#7a7a7a", alpha=0.75,
                            arrows=False)
-    ring_keys = [f"n{i}" for i in range(len(ring))]
-    nx.draw_networkx_nodes(graph, pos, ax=ax, nodelist=ring_keys, node_size=650, linewidths=0.8,
-                           edgecolors="#333333",
+    nx.draw_networkx_nodes(graph, pos, ax=ax, nodelist=[f"n{i}" for i in range(len(ring))], node_size=420,
+                           linewidths=0.8, edgecolors="#333333",
                            node_color=[part_color.get(p, CHILD_COLOR) for _, _, p in ring] or CHILD_COLOR)
     nx.draw_networkx_nodes(graph, pos, ax=ax, nodelist=[f"p:{p}" for p in parts], node_shape="s",
-                           node_size=900, node_color=[part_color[p] for p in parts], alpha=0.55)
-    nx.draw_networkx_nodes(graph, pos, ax=ax, nodelist=[f"t{d}" for d in range(len(lineage))], node_shape="o",
-                           node_size=900, node_color=TAXON_COLOR, edgecolors="#5577aa")
-    nx.draw_networkx_nodes(graph, pos, ax=ax, nodelist=["class"], node_size=2600, node_color=CLASS_COLOR)
-    nx.draw_networkx_labels(graph, pos, ax=ax, labels={"class": labels["class"]}, font_size=9,
+                           node_size=1300, node_color=[part_color[p] for p in parts], alpha=0.45)
+    nx.draw_networkx_nodes(graph, pos, ax=ax, nodelist=[f"t{d}" for d in range(len(lineage))], node_size=700,
+                           node_color=TAXON_COLOR, edgecolors="#5577aa")
+    nx.draw_networkx_nodes(graph, pos, ax=ax, nodelist=["class"], node_size=3600, node_color=CLASS_COLOR)
+    nx.draw_networkx_labels(graph, pos, ax=ax, labels={"class": _wrap(kg.label(node), 12)}, font_size=8.5,
                             font_color="white", font_weight="bold")
-    for key, text in labels.items():
-        if key == "class":
-            continue
-        x, y = pos[key]
-        offset = -0.23 if key.startswith("n") and y < 0 else 0.23
-        ax.text(x, y + (offset if key.startswith("n") else 0.0), text, fontsize=7.5, ha="center",
-                va="center", bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8})
+    for text, x, y, ha, va in labels.values():
+        ax.text(x, y, text, fontsize=7.5, ha=ha, va=va,
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8})
     scientific = g.value(node, DWC.scientificName)
     title = kg.label(node) + (f"  ({scientific})" if scientific else "")
     shown = (f"top {len(ring)} of {len(links)} attributes by strength (edge width = strength), coloured by part"
              if links else f"{len(ring)} subclasses (no attribute links)")
     fig.suptitle(title, fontsize=15, fontweight="bold")
     ax.set_title(f"{name_of(node)} — {shown}; taxonomy on the left", fontsize=9.5, color="#444444")
-    ax.set_xlim(-3.3, 3.0)
-    ax.set_ylim(-2.8, 2.8)
+    ax.set_xlim(TAXONOMY_X - 0.8, PART_RING + 0.5)
+    ax.set_ylim(-PART_RING - 0.4, max(PART_RING, 0.62 * len(lineage)) + 0.4)
     ax.set_aspect("equal")
     buffer = io.BytesIO()
     fig.savefig(buffer, format=fmt, bbox_inches="tight")

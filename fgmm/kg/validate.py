@@ -18,14 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from rdflib import Graph, Literal, URIRef
-from rdflib.namespace import RDF, SH
+from rdflib.namespace import RDF, RDFS, SH
 from rdflib.term import Node
 
 from fgmm.errors import DataError
-from fgmm.kg.vocab import knowledge_file
-
-#: focus node of the whole-graph SPARQL rules in shapes.ttl (their results name the offender as value)
-GRAPH_MARKER = URIRef("https://fgmm.dev/shapes#Graph")
+from fgmm.kg.vocab import FGMM, knowledge_file
 
 #: severities in the order they are listed
 SEVERITIES = ("Violation", "Warning", "Info")
@@ -92,12 +89,50 @@ def short(graph: Graph, node: Node | None) -> str | None:
                 return f"{prefix}:{text[len(str(namespace)):]}"
         return f"<{text}>"
     if isinstance(node, Literal):
-        return node.n3()
+        return node.n3(graph.namespace_manager)
     return "[blank node]"
 
 
+def consistency_violations(graph: Graph) -> list[Violation]:
+    """Rules that relate several nodes, checked with set operations instead of SHACL-SPARQL.
+
+    * a link exists exactly when ``class fgmm:hasAttribute attribute`` does;
+    * at most one link joins a class and an attribute;
+    * the ``rdfs:subClassOf`` taxonomy among fgmm classes has no cycle.
+    """
+    import networkx as nx
+
+    links: dict[tuple[Node, Node], list[Node]] = {}
+    for link, class_node in graph.subject_objects(FGMM.linkClass):
+        for attribute in graph.objects(link, FGMM.linkAttribute):
+            links.setdefault((class_node, attribute), []).append(link)
+    plain = set(graph.subject_objects(FGMM.hasAttribute))
+    has_attribute = short(graph, FGMM.hasAttribute)
+    out = []
+    for (class_node, attribute), nodes in links.items():
+        for link in nodes:
+            if (class_node, attribute) not in plain:
+                out.append(Violation(short(graph, link), None, "link has no matching 'class fgmm:hasAttribute "
+                                     "attribute' triple", value=short(graph, class_node)))
+            if len(nodes) > 1:
+                others = ", ".join(sorted(short(graph, n) for n in nodes if n != link))
+                out.append(Violation(short(graph, link), None, "another attribute link joins the same class "
+                                     f"and attribute: {others}"))
+    for class_node, attribute in sorted(plain - links.keys()):
+        out.append(Violation(short(graph, class_node), has_attribute, "fgmm:hasAttribute has no "
+                             "fgmm:AttributeLink giving its strength", value=short(graph, attribute)))
+    classes = set(graph.subjects(RDF.type, FGMM.Class))
+    taxonomy = nx.DiGraph((s, o) for s, o in graph.subject_objects(RDFS.subClassOf) if s in classes and o in classes)
+    for component in nx.strongly_connected_components(taxonomy):
+        if len(component) > 1 or any(taxonomy.has_edge(n, n) for n in component):
+            for node in sorted(component):
+                out.append(Violation(short(graph, node), short(graph, RDFS.subClassOf),
+                                     "the taxonomy has a cycle through this class"))
+    return out
+
+
 def validate(graph: Graph, shapes: str | Path | None = None) -> ValidationReport:
-    """Validate an rdflib graph against fgmm's SHACL shapes (or the shapes file ``shapes``)."""
+    """Validate an rdflib graph: SHACL shapes (default ``knowledge/shapes.ttl``) + :func:`consistency_violations`."""
     import pyshacl
 
     shapes_graph = load_shapes(str(shapes) if shapes is not None else None)
@@ -116,15 +151,14 @@ def validate(graph: Graph, shapes: str | Path | None = None) -> ValidationReport
         severity = results.value(result, SH.resultSeverity)
         message = results.value(result, SH.resultMessage)
         focus, value = results.value(result, SH.focusNode), results.value(result, SH.value)
-        if focus == GRAPH_MARKER:  # whole-graph rules name the offending node as the value
-            focus, value = value, None
         report.append(Violation(
             focus=short(graph, focus) or "?",
             path=short(graph, results.value(result, SH.resultPath)),
             message=str(message) if message is not None else "constraint not met",
             severity=str(severity).rsplit("#", 1)[-1] if severity is not None else "Violation",
-            value=short(graph, value),
+            value=None if value == focus else short(graph, value),
         ))
+    report.extend(consistency_violations(graph))
     report.sort(key=lambda v: (SEVERITIES.index(v.severity) if v.severity in SEVERITIES else 9,
                                v.focus, v.path or "", v.message))
     return report

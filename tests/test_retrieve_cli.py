@@ -1,0 +1,140 @@
+"""``fgmm index build`` / ``fgmm index info`` / ``fgmm retrieve`` on tiny indexes built in tmp_path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from fgmm.cli.retrieve import RETRIEVE_EXAMPLES, index_app, retrieve
+from fgmm.joint import JointConfig, JointEmbeddingModel
+
+app = typer.Typer()
+app.add_typer(index_app, name="index")
+app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
+runner = CliRunner()
+
+VISION = ["--vision", "efficientnet_lite0"]
+CAPTIONS = ["a small bird with a red crown", "a large grey seabird with long narrow wings",
+            "this bird has a yellow breast and black wings"]
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Two images per colour class in subfolders."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200)), ("green", (30, 180, 30))):
+        (root / name).mkdir()
+        for i in range(2):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (64, 64, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{name}{i}.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def text_index(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("texts")
+    (folder / "captions.txt").write_text("\n".join(CAPTIONS) + "\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        result = invoke("index", "build", "--texts", folder / "captions.txt", "--out", folder / "index")
+    assert result.exit_code == 0, result.output
+    assert "indexed 3 text items (384-d" in result.output
+    return folder / "index"
+
+
+def test_text_query_on_a_text_index(text_index, tmp_path):
+    result = invoke("retrieve", "--index", text_index, "--text", "red-crowned little bird", "-k", "2", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert [r["text"] for r in payload["results"]][0] == CAPTIONS[0]
+    assert payload["results"][0]["id"] == "captions.txt:1" and len(payload["results"]) == 2
+    assert payload["results"][0]["score"] > payload["results"][1]["score"]
+    result = invoke("retrieve", "--index", text_index, "--text", "seabird", "--grid", tmp_path / "grid.png")
+    assert result.exit_code == 0 and (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    assert "large grey seabird" in result.output
+
+
+def test_image_index_and_image_query(photos, tmp_path):
+    result = invoke("index", "build", "--images", photos, "--out", tmp_path / "index", *VISION)
+    assert result.exit_code == 0, result.output
+    assert "indexed 6 image items (1280-d" in result.output
+    info = invoke("index", "info", tmp_path / "index")
+    assert "efficientnet_lite0" in info.output and "joint model │ no" in info.output
+    query = photos / "blue" / "blue1.jpg"
+    result = invoke("retrieve", "--index", tmp_path / "index", "--image", query, "-k", "3", "--json",
+                    "--grid", tmp_path / "grid.png")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output[: result.output.rindex("}") + 1])["results"]
+    assert rows[0]["id"] == "blue/blue1.jpg" and rows[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert rows[0]["class"] == "blue" and rows[1]["class"] == "blue"  # the other blue photo comes next
+    assert (tmp_path / "grid.png").is_file()
+    # an image index without a joint model cannot answer a sentence
+    result = invoke("retrieve", "--index", tmp_path / "index", "--text", "a blue bird")
+    assert result.exit_code == 2 and "can only be queried with image" in result.output
+
+
+def test_joint_index_answers_sentences(photos, tmp_path):
+    model = JointEmbeddingModel(JointConfig({"image": 1280, "text": 384}, num_classes=3, dim=32, hidden=0))
+    model.save(tmp_path / "joint.pt")
+    result = invoke("index", "build", "--images", photos, "--model", tmp_path / "joint.pt",
+                    "--out", tmp_path / "index", *VISION)
+    assert result.exit_code == 0, result.output
+    assert "32-d, joint model" in result.output
+    result = invoke("retrieve", "--index", tmp_path / "index", "--text", "a red bird", "-k", "6")
+    assert result.exit_code == 0, result.output
+    assert result.output.count(".jpg") == 6
+    # a joint model trained on another text encoder's features is refused
+    other = JointEmbeddingModel(JointConfig({"image": 1280, "text": 384}, num_classes=3, dim=32, hidden=0,
+                                            encoders={"text": "0123456789abcdef"}))
+    other.save(tmp_path / "other.pt")
+    result = invoke("index", "build", "--images", photos, "--model", tmp_path / "other.pt",
+                    "--out", tmp_path / "other", *VISION)
+    assert result.exit_code == 2 and "trained on features of encoder [0123456789abcdef]" in result.output
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\xff\xfe not utf-8\n", "text is not valid UTF-8"),
+    (b"\n  \n", "text file is empty"),
+])
+def test_bad_text_files(tmp_path, content, message):
+    (tmp_path / "captions.txt").write_bytes(content)
+    result = invoke("index", "build", "--texts", tmp_path / "captions.txt", "--out", tmp_path / "index")
+    assert result.exit_code == 2
+    assert message in result.output and "captions.txt" in result.output
+
+
+def test_usage_errors(tmp_path, text_index):
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (("index", "build", "--images", tmp_path / "empty", "--out", tmp_path / "i"), "no images"),
+        (("index", "build", "--out", tmp_path / "i"), "exactly one of --images"),
+        (("retrieve", "--index", tmp_path / "missing", "--text", "hi"), "not a retriever folder"),
+        (("retrieve", "--index", text_index, "--text", "hi", "--image", "x.jpg"), "exactly one of --text"),
+        (("retrieve", "--index", text_index, "--image", tmp_path / "nope.jpg"), "query image not found"),
+    ]
+    for args, message in cases:
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output
+
+
+def test_help_has_examples():
+    assert "fgmm retrieve --index photo-index --text" in invoke("retrieve", "--help").output
+    assert "fgmm index build --images photos/" in invoke("index", "build", "--help").output
