@@ -92,6 +92,14 @@ def _figure():
     return plt
 
 
+def _save(fig, ax, path: str | Path, title: str) -> Path:
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _figure().close(fig)
+    return Path(path)
+
+
 def plot_per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str],
                             path: str | Path, title: str = "per-class top-1") -> Path:
     """Horizontal bar chart of per-class accuracy, worst classes first (test classes only)."""
@@ -105,11 +113,7 @@ def plot_per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, class_names:
     ax.set_yticks(range(len(classes)), [class_names[c] for c in classes[order]], fontsize=7)
     ax.set_xlim(0, 1)
     ax.set_xlabel("top-1")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, path, title)
 
 
 def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str],
@@ -129,11 +133,7 @@ def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence
     ax.set_yticks(ticks, [class_names[c] for c in classes], fontsize=6)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, path, title)
 
 
 def plot_training_curve(history: Sequence[Mapping[str, Any]], path: str | Path,
@@ -152,9 +152,5 @@ def plot_training_curve(history: Sequence[Mapping[str, Any]], path: str | Path,
         ax2.plot(epochs, val, color="#4c72b0", label="val top-1")
         ax2.set_ylabel("val top-1")
         ax2.set_ylim(0, 1)
-    ax.set_title(title)
     fig.legend(loc="lower center", ncol=2, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, path, title)

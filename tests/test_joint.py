@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fgmm.data.sample import Sample
 from fgmm.data.torch_dataset import collate_multimodal
 from fgmm.errors import ConfigError, DataError
 from fgmm.joint import FUSIONS, ClassAwareInfoNCE, JointConfig, JointEmbeddingModel, JointObjective
 from fgmm.joint.training import CaptionedFeatures, fit_joint, pooled_texts, text_table
-from fgmm.data.sample import Sample
 from fgmm.train import TrainConfig
 
 
@@ -189,7 +189,8 @@ def test_save_load_round_trip(tmp_path):
     loaded = JointEmbeddingModel.load(path)
     assert loaded.fingerprint() == model.fingerprint()
     assert loaded.config == model.config
-    assert torch.equal(loaded({"image": image, "text": text})["logits"], model({"image": image, "text": text})["logits"])
+    batch = {"image": image, "text": text}
+    assert torch.equal(loaded(batch)["logits"], model(batch)["logits"])
     (tmp_path / "bad.pt").write_bytes(b"not a model")
     with pytest.raises(DataError, match="cannot read the joint model"):
         JointEmbeddingModel.load(tmp_path / "bad.pt")

@@ -75,6 +75,7 @@ def test_authoring_errors_name_the_problem():
 
 def test_relink_unlink_remove_rename():
     kg = gulls()
+    snapshot = kg.copy()
     kg.link("Herring_Gull", "has_leg_color::pink", 0.25)
     assert kg.strength("Herring_Gull", "has_leg_color::pink") == 0.25
     assert len(kg.links()) == 4
@@ -97,6 +98,7 @@ def test_relink_unlink_remove_rename():
     kg.remove("attribute", "has_leg_color::yellow")
     assert [row[1] for row in kg.links("Ring_billed_Gull")] == ["has_bill_color::bright_yellow"]
     assert kg.validate().conforms
+    assert snapshot.isomorphic(gulls())  # the copy did not change with the original
 
 
 @pytest.mark.parametrize("suffix", [".ttl", ".nt", ".jsonld"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -76,7 +77,7 @@ def test_image_index_and_image_query(photos, tmp_path):
     assert result.exit_code == 0, result.output
     assert "indexed 6 image items (1280-d" in result.output
     info = invoke("index", "info", tmp_path / "index")
-    assert "efficientnet_lite0" in info.output and "joint model │ no" in info.output
+    assert "efficientnet_lite0" in info.output and re.search(r"joint model\s+│ no", info.output)
     query = photos / "blue" / "blue1.jpg"
     result = invoke("retrieve", "--index", tmp_path / "index", "--image", query, "-k", "3", "--json",
                     "--grid", tmp_path / "grid.png")

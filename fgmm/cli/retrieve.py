@@ -76,6 +76,7 @@ def build(
     model: Path | None = typer.Option(None, "--model", help="joint model file (JointEmbeddingModel.save) for "
                                                             "cross-modal queries"),
     vision: str = typer.Option("efficientnet_lite2", help="vision encoder (any timm name)"),
+    image_size: int | None = typer.Option(None, help="vision encoder input size (default: the model's)"),
     text_model: str = typer.Option("all-MiniLM-L6-v2", help="text encoder (sentence-transformers / HF name)"),
     backend: str = typer.Option("torch", help="search backend: torch (exact) or faiss"),
     faiss_factory: str = typer.Option("Flat", help="faiss index factory string (Flat, HNSW32, IVF1024,Flat)"),
@@ -101,11 +102,13 @@ def build(
         ids = [f"{texts.name}:{i + 1}" for i in range(len(inputs))]
     joint = JointEmbeddingModel.load(model) if model is not None else None
     _quiet_transformers()
-    names = {"image": ("vision", vision), "text": ("text", text_model)}
-    wanted = set(joint.modalities) if joint is not None else {modality}
-    encoders = {m: create_encoder(*names[m]) for m in sorted(wanted & set(names))}
+    specs = {"image": ("vision", vision, {} if image_size is None else {"image_size": image_size}),
+             "text": ("text", text_model, {})}
+    wanted = sorted((set(joint.modalities) if joint is not None else {modality}) & set(specs))
+    encoders = {m: create_encoder(specs[m][0], specs[m][1], **specs[m][2]) for m in wanted}
     retriever = Retriever.build(modality, inputs, ids, encoders=encoders, joint=joint, labels=labels,
                                 class_names=class_names, backend=backend,
+                                encoder_options={m: specs[m][2] for m in wanted},
                                 backend_options={"factory": faiss_factory} if backend == "faiss" else {},
                                 cache=FeatureCache(cache) if cache is not None else None,
                                 extra={"source": str(source.resolve())})

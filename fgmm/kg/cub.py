@@ -13,7 +13,8 @@ images annotated with each attribute) and writes:
 * one weighted link per non-zero percentage: strength = percentage / 100 as an exact decimal
   (``59.8540145985`` → ``0.598540145985``); a ``threshold`` keeps only strengths at or above it;
 * with ``taxonomy=True``, the hand-authored ``knowledge/cub_taxonomy.ttl`` merged in (order → family
-  → genus above each class, English and scientific names).
+  → genus above each class, English and scientific names), restricted to the root's classes and
+  their ancestors.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from rdflib import Literal, URIRef
-from rdflib.namespace import DCTERMS
+from rdflib.namespace import DCTERMS, RDF
 
 from fgmm.data.cub import ATTRIBUTE_MATRIX, ATTRIBUTE_NAME_PLACES, CUB_DIR
 from fgmm.errors import ConfigError, DataError
-from fgmm.kg.graph import KnowledgeGraph
-from fgmm.kg.vocab import knowledge_file, mint
+from fgmm.kg.graph import KnowledgeGraph, new_graph
+from fgmm.kg.vocab import FGMM, knowledge_file, mint
 
 CUB_BASE = "https://fgmm.dev/kg/cub/"
 
@@ -179,10 +180,22 @@ def import_cub(root: str | Path, threshold: float | None = None, taxonomy: bool 
 
 
 def _taxonomy(class_iris: list[URIRef]) -> KnowledgeGraph:
-    """The shipped CUB taxonomy, checked to cover every class."""
+    """The part of the shipped CUB taxonomy above ``class_iris``: those classes and their ancestors.
+
+    A root with a subset of the 200 classes gets only their taxa, so its leaves stay its classes.
+    """
     path = knowledge_file("cub_taxonomy.ttl")
-    tax = KnowledgeGraph.load(path)
-    missing = [iri for iri in class_iris if tax.find("class", iri) is None]
+    full = KnowledgeGraph.load(path)
+    missing = [iri for iri in class_iris if (iri, RDF.type, FGMM.Class) not in full.graph]
     if missing:
         raise DataError(path, f"the taxonomy has no entry for {len(missing)} CUB classes, e.g. {missing[0]}")
+    keep = {full.dataset, *class_iris}
+    for iri in class_iris:
+        keep.update(full.lineage(iri))
+    tax = KnowledgeGraph(full.base, graph=new_graph(), path=path)
+    for prefix, namespace in full.graph.namespaces():
+        tax.graph.bind(prefix, namespace, override=True, replace=True)
+    for triple in full.graph:
+        if triple[0] in keep:
+            tax.graph.add(triple)
     return tax

@@ -25,7 +25,7 @@ IMAGE_FORMATS = {".png": "png", ".svg": "svg"}
 CLASS_COLOR, TAXON_COLOR, CHILD_COLOR = "#1f3b63", "#c9d6e8", "#8fb0d9"
 
 #: layout radii and positions (data units; the class sits at the origin)
-RING, LABEL_GAP, PART_RING, TAXONOMY_X = 1.45, 0.16, 2.85, -3.0
+RING, LABEL_GAP, PART_RING, TAXONOMY_X = 1.45, 0.2, 2.85, -3.0
 
 
 def _wrap(text: str, width: int = 18) -> str:
@@ -114,7 +114,7 @@ def draw_class(kg: KnowledgeGraph, name: str, out: str | Path, top_k: int = 12, 
         ax.text(x, y, text, fontsize=7.5, ha=ha, va=va,
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8})
     scientific = g.value(node, DWC.scientificName)
-    title = kg.label(node) + (f"  ({scientific})" if scientific else "")
+    title = kg.label(node) + (f"  ({scientific})" if scientific and str(scientific) != kg.label(node) else "")
     shown = (f"top {len(ring)} of {len(links)} attributes by strength (edge width = strength), coloured by part"
              if links else f"{len(ring)} subclasses (no attribute links)")
     fig.suptitle(title, fontsize=15, fontweight="bold")

@@ -289,9 +289,11 @@ class KnowledgeGraph:
 
     def nodes(self, kind: str) -> list[URIRef]:
         """All nodes of ``kind`` ordered by ``fgmm:index`` (when present), then by name."""
+        index = {node: value for node, value in self.graph.subject_objects(FGMM.index)
+                 if isinstance(value, Literal) and isinstance(value.value, int)}
+
         def key(node: URIRef) -> tuple[float, str, str]:
-            index = self.graph.value(node, FGMM.index)
-            return (float(index) if index is not None else math.inf, name_of(node), str(node))
+            return (index[node].value if node in index else math.inf, name_of(node), str(node))
 
         return sorted(self.graph.subjects(RDF.type, KINDS[kind][0], unique=True), key=key)
 
@@ -521,22 +523,27 @@ class KnowledgeGraph:
     def strength(self, class_name: str, attribute_name: str) -> float | None:
         """The strength of a link, or ``None`` when the class has no link to the attribute."""
         link = self._link_node(self.node("class", class_name), self.node("attribute", attribute_name))
-        return None if link is None else self._strength_of(link)
+        return None if link is None else self._strength_value(link, self.graph.value(link, FGMM.strength))
 
-    def _strength_of(self, link: URIRef) -> float:
-        literal = self.graph.value(link, FGMM.strength)
-        value = literal.toPython() if isinstance(literal, Literal) else None
+    def _strength_value(self, link: URIRef, literal: Any) -> float:
+        """The float of a link's strength literal; a missing or non-numeric one is a DataError."""
+        value = literal.value if isinstance(literal, Literal) else None
         if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
             raise DataError(self.path, f"link {link} has no numeric fgmm:strength (found {literal!r}); "
                                        "run validate() for a full report")
         return float(value)
 
     def link_rows(self) -> Iterator[tuple[URIRef, URIRef, URIRef, float]]:
-        """Every link as ``(link node, class IRI, attribute IRI, strength)``."""
+        """Every link as ``(link node, class IRI, attribute IRI, strength)``.
+
+        Raises:
+            DataError: a link without a numeric strength (``validate()`` reports all problems).
+        """
         attribute_of = dict(self.graph.subject_objects(FGMM.linkAttribute))
+        strength_of = dict(self.graph.subject_objects(FGMM.strength))
         for link, class_iri in self.graph.subject_objects(FGMM.linkClass):
             if link in attribute_of:
-                yield link, class_iri, attribute_of[link], self._strength_of(link)
+                yield link, class_iri, attribute_of[link], self._strength_value(link, strength_of.get(link))
 
     def links(self, class_name: str | None = None) -> list[tuple[str, str, float]]:
         """``(class, attribute, strength)`` of every link (of one class when ``class_name`` is given)."""
@@ -568,18 +575,25 @@ class KnowledgeGraph:
         self.graph.remove((None, None, iri))
 
     def rename(self, kind: str, old: str, new: str) -> URIRef:
-        """Give a node a new name (a new IRI in the same namespace); every reference follows."""
+        """Give a node a new name (a new IRI in the same namespace); every reference follows.
+
+        Links named ``<namespace>link/<class>/<attribute>`` (as fgmm mints them) are renamed too;
+        other link IRIs are left as they are.
+        """
         iri = self.node(kind, old)
         new_iri = URIRef(str(iri).rsplit("/", 1)[0] + "/" + quote(new, safe=SAFE))
         if (new_iri, None, None) in self.graph:
             raise self._error(f"cannot rename {kind} '{old}' to '{new}': that name is taken")
+        ends = (FGMM.linkClass, FGMM.linkAttribute)
+        minted = []
+        if kind in ("class", "attribute"):
+            for link in self.graph.subjects(ends[0] if kind == "class" else ends[1], iri):
+                base = str(link).rsplit("/", 3)[0] + "/"
+                if link == link_iri(base, *(self.graph.value(link, p) for p in ends)):
+                    minted.append((link, base))
         self._replace(iri, new_iri)
-        link_predicate = {"class": FGMM.linkClass, "attribute": FGMM.linkAttribute}.get(kind)
-        if link_predicate is not None:
-            for link in list(self.graph.subjects(link_predicate, new_iri)):
-                base = str(link).rsplit("/", 3)[0] + "/"  # links are <base>link/<class>/<attribute>
-                ends = [self.graph.value(link, p) for p in (FGMM.linkClass, FGMM.linkAttribute)]
-                self._replace(link, link_iri(base, *ends))
+        for link, base in minted:
+            self._replace(link, link_iri(base, *(self.graph.value(link, p) for p in ends)))
         return new_iri
 
     def _replace(self, old: URIRef, new: URIRef) -> None:

@@ -75,28 +75,35 @@ class FaissSearch:
 
     Args:
         dim: vector dimension.
-        factory: faiss factory string (``"Flat"`` exact; ``"HNSW32"``; ``"IVF<n>,Flat"`` trained on the
-            first vectors added, which must then number at least ``39 * n``).
-        nprobe: inverted lists visited per query by IVF indexes.
+        factory: faiss factory string (``"Flat"`` exact; ``"HNSW32"``; ``"IVF<n>,Flat"``).
+        nprobe: inverted lists visited per query (IVF indexes).
+        ef_search: candidate list size per query (HNSW indexes).
+        train_size: indexes that need training (IVF, PQ) are trained on a seeded random sample of at
+            most this many of the first vectors added (IVF needs at least ``39 * n`` of them).
     """
 
-    def __init__(self, dim: int, factory: str = "Flat", nprobe: int = 16, **_: Any):
+    def __init__(self, dim: int, factory: str = "Flat", nprobe: int = 16, ef_search: int = 64,
+                 train_size: int = 100_000, **_: Any):
         self.faiss = require("faiss", "faiss")
         try:
             self.index = self.faiss.index_factory(dim, factory, self.faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise ConfigError(f"invalid faiss factory string '{factory}': {str(exc).splitlines()[-1]}") from None
-        self.nprobe = nprobe
-        self._set_nprobe()
+        self.search_parameters = {"nprobe": nprobe, "efSearch": ef_search}
+        self.train_size = train_size
+        self._apply_search_parameters()
 
-    def _set_nprobe(self) -> None:
-        with contextlib.suppress(RuntimeError):  # raised for indexes without inverted lists
-            self.faiss.extract_index_ivf(self.index).nprobe = self.nprobe
+    def _apply_search_parameters(self) -> None:
+        space = self.faiss.ParameterSpace()
+        for name, value in self.search_parameters.items():
+            with contextlib.suppress(RuntimeError):  # the parameter does not apply to this index type
+                space.set_index_parameter(self.index, name, value)
 
     def add(self, vectors: torch.Tensor) -> None:
         array = np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
         if not self.index.is_trained:
-            self.index.train(array)
+            sample = np.random.default_rng(0).permutation(len(array))[: self.train_size]
+            self.index.train(array[np.sort(sample)])
         self.index.add(array)
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +119,7 @@ class FaissSearch:
             self.add(vectors)
             return
         self.index = self.faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-        self._set_nprobe()
+        self._apply_search_parameters()
         if self.index.ntotal != len(vectors):
             raise DataError(None, f"the faiss index holds {self.index.ntotal} vectors, vectors.pt {len(vectors)}")
 

@@ -137,15 +137,15 @@ class Retriever:
     @torch.no_grad()
     def embed(self, modality: str, inputs: Sequence[Any]) -> torch.Tensor:
         """``[N, dim]`` vectors of raw ``inputs`` of ``modality`` in this retriever's space."""
-        if modality not in self.encoders:
-            raise ConfigError(f"this index cannot be queried with {modality}: it has encoders for "
-                              f"{sorted(self.encoders)}")
         own = self.index.info.modality
         if self.joint is None and modality != own:
             raise ConfigError(
                 f"this index holds {own} features of '{self.encoders[own].name}' without a joint model, so it can "
                 f"only be queried with {own}; build it with a joint model (fgmm index build --model ...) for "
                 "cross-modal queries")
+        if modality not in self.encoders:
+            raise ConfigError(f"this index cannot be queried with {modality}: it has encoders for "
+                              f"{sorted(self.encoders)}")
         if not len(inputs):
             raise DataError(None, f"no {modality} query given")
         features = FEATURE_EXTRACTORS.get(modality)(self.encoders[modality], inputs, self.cache)
