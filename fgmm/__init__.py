@@ -31,6 +31,9 @@ _EXPORTS: dict[str, str] = {
     "create_encoder": "fgmm.encoders",
     "list_pretrained": "fgmm.encoders",
     "FeatureCache": "fgmm.cache",
+    # knowledge graphs
+    "KnowledgeGraph": "fgmm.kg",
+    "import_cub": "fgmm.kg",
     # training
     "Trainer": "fgmm.train",
     "TrainConfig": "fgmm.train",

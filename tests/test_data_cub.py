@@ -218,3 +218,10 @@ def test_holdout_split_rules() -> None:
     assert holdout_protocol(0.2, 0) == "holdout-20%-per-class-seed0"
     with pytest.raises(ValueError):
         holdout_split(labels, 1.0, 0)
+
+
+def test_caption_class_ids_are_the_50_reed_classes() -> None:
+    from fgmm.data.cub import CUB_CAPTION_CLASS_IDS
+
+    assert len(CUB_CAPTION_CLASS_IDS) == len(set(CUB_CAPTION_CLASS_IDS)) == 50
+    assert min(CUB_CAPTION_CLASS_IDS) == 1 and max(CUB_CAPTION_CLASS_IDS) == 197

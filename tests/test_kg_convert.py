@@ -109,7 +109,8 @@ def test_to_pyg_homogeneous(demo):
     assert torch.bincount(data.edge_type).tolist() == [168, 28, 6]
     assert data.edge_index.max() < data.num_nodes
     links = data.edge_type == 0
-    assert data.node_type[data.edge_index[0, links]].eq(0).all() and data.node_type[data.edge_index[1, links]].eq(1).all()
+    assert data.node_type[data.edge_index[0, links]].eq(0).all()
+    assert data.node_type[data.edge_index[1, links]].eq(1).all()
     assert float(data.edge_weight[links].sum()) == pytest.approx(sum(s for *_, s in demo.links()), rel=1e-6)
     assert data.label_index.tolist() == list(range(6)) + [-1] * (2 + 28 + 7)
     assert data.node_type_names == list(NODE_TYPES)

@@ -122,7 +122,7 @@ def test_save_load_round_trip(tmp_path, backend):
     index.save(tmp_path / "idx")
     loaded = EmbeddingIndex.load(tmp_path / "idx")
     assert loaded.info.backend == backend and loaded.info.class_names == ["a", "b", "c"]
-    assert loaded.ids == index.ids and loaded.labels == index.labels and loaded.paths == index.paths
+    assert loaded.ids == index.ids and loaded.paths == index.paths and torch.equal(loaded.labels, index.labels)
     assert torch.equal(loaded.vectors, index.vectors)
     queries = vectors[5:9]
     a, b = index.search(queries, 6), loaded.search(queries, 6)

@@ -72,6 +72,11 @@ def test_hub_name_offline_fails_clearly(monkeypatch):
         create_encoder("text", "no-such-org/no-such-model")
 
 
+def test_local_folder_that_is_not_a_model(tmp_path):
+    with pytest.raises(DataError, match="not a sentence-transformers / Hugging Face model folder"):
+        create_encoder("text", str(tmp_path))
+
+
 def test_bad_texts_are_refused(encoder):
     with pytest.raises(DataError, match="text 1 is empty"):
         encoder.encode(["fine", "   "])

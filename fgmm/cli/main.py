@@ -10,6 +10,7 @@ from fgmm import __version__
 from fgmm.cli._common import console, friendly_errors
 from fgmm.cli.cache import cache_app
 from fgmm.cli.data import data_app
+from fgmm.cli.kg import kg_app
 
 app = typer.Typer(
     help="fgmm: multi-modal, knowledge-augmented fine-grained visual recognition.\n\n"
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(cache_app, name="cache")
+app.add_typer(kg_app, name="kg")
 
 
 def _version(value: bool) -> None:

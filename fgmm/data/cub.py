@@ -44,6 +44,12 @@ ATTRIBUTE_MATRIX = "attributes/class_attribute_labels_continuous.txt"
 ATTRIBUTE_NAME_PLACES = ("attributes.txt", f"{CUB_DIR}/attributes.txt",
                          f"{CUB_DIR}/attributes/attributes.txt")
 CAPTIONS_DIR = "text_c10"
+#: CUB class ids (1-based) of the 50 classes with Reed et al. captions, the usual unseen classes of
+#: zero-shot benchmarks (DS-SJE); ``class_id - 1`` is the label.
+CUB_CAPTION_CLASS_IDS: tuple[int, ...] = (
+    1, 4, 6, 8, 9, 14, 23, 29, 31, 33, 34, 35, 36, 37, 38, 43, 49, 51, 53, 66, 72, 79, 83, 84, 86, 91, 95, 96,
+    98, 101, 102, 103, 112, 114, 119, 121, 130, 135, 138, 147, 156, 163, 165, 166, 180, 183, 185, 186, 187, 197,
+)
 RECORDINGS_CSV = "audio/recordings.csv"
 
 

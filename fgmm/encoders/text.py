@@ -28,7 +28,7 @@ import hashlib
 import importlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,21 +98,26 @@ def hub_offline(timeout: float = 2.0) -> bool:
            for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         return True
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
     try:
-        socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=timeout).close()
+        socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=timeout).close()
     except OSError:
         return True
     return False
 
 
-def _load(loader: Any, name: str) -> Any:
+def _load(loader: Callable[[str, bool], Any], name: str) -> Any:
     """Run ``loader(source, local_files_only)`` for model ``name``: packaged files, a local folder, the
     HF cache, then the hub when reachable; translate failures into :class:`WeightsUnavailableError`."""
     packaged = offline_text_model(name)
     if packaged is not None:
         return loader(str(packaged.path()), True)
-    if Path(name).expanduser().is_dir():
-        return loader(str(Path(name).expanduser()), True)
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        try:
+            return loader(str(folder), True)
+        except (OSError, ValueError) as exc:
+            raise DataError(folder, f"not a sentence-transformers / Hugging Face model folder ({exc})") from None
     try:
         return loader(name, True)  # already in the local Hugging Face cache
     except OSError:

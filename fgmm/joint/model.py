@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from fgmm.data.torch_dataset import MASK_KEY
+from fgmm.encoders.base import Encoder
 from fgmm.errors import ConfigError, DataError
 from fgmm.joint.fusion import FUSIONS
 from fgmm.joint.losses import JointObjective
@@ -141,6 +142,8 @@ class JointEmbeddingModel(nn.Module):
         tower = self._tower(modality)
         for p in tower.parameters():
             p.requires_grad_(False)
+        if isinstance(tower, Encoder):
+            tower.frozen = True  # keeps it in eval mode through later .train() calls
         tower.eval()
         self._locked.add(modality)
 
@@ -149,10 +152,10 @@ class JointEmbeddingModel(nn.Module):
         tower = self._tower(modality)
         for p in tower.parameters():
             p.requires_grad_(True)
-        if hasattr(tower, "frozen"):
+        if isinstance(tower, Encoder):
             tower.frozen = False
-        tower.train(self.training)
         self._locked.discard(modality)
+        tower.train(self.training)
 
     def is_locked(self, modality: str) -> bool:
         return modality in self._locked

@@ -185,7 +185,7 @@ def from_networkx(graph) -> KnowledgeGraph:
 
 @dataclass
 class _Layout:
-    """Node lists and index maps shared by the PyG views and the class × attribute matrix."""
+    """Node lists of the PyG views, dataset labels first among the classes."""
 
     classes: list[URIRef]
     attributes: list[URIRef]
@@ -203,7 +203,7 @@ def dataset_classes(kg: KnowledgeGraph, class_order: Sequence[str] | None) -> li
     """
     if class_order is None:
         classes = kg.nodes("class")
-        parents = {o for s, o in kg.graph.subject_objects(RDFS.subClassOf)}
+        parents = _parents(kg, set(classes))
         return [c for c in classes if c not in parents]
     nodes, seen = [], {}
     for name in class_order:
@@ -219,12 +219,16 @@ def dataset_classes(kg: KnowledgeGraph, class_order: Sequence[str] | None) -> li
     return nodes
 
 
+def _parents(kg: KnowledgeGraph, classes: set[URIRef]) -> set[URIRef]:
+    """The classes some other class is a direct subclass of (the non-leaves)."""
+    return {o for s, o in kg.graph.subject_objects(RDFS.subClassOf) if s in classes and o in classes}
+
+
 def _layout(kg: KnowledgeGraph, class_order: Sequence[str] | None) -> _Layout:
     labelled = dataset_classes(kg, class_order)
     chosen = set(labelled)
     classes = labelled + [c for c in kg.nodes("class") if c not in chosen]
-    class_set = set(classes)
-    parents = {o for s, o in kg.graph.subject_objects(RDFS.subClassOf) if s in class_set}
+    parents = _parents(kg, set(classes))
     label_index = list(range(len(labelled))) + [-1] * (len(classes) - len(labelled))
     return _Layout(classes=classes, attributes=kg.nodes("attribute"), parts=kg.nodes("part"),
                    groups=kg.nodes("group"), label_index=label_index,

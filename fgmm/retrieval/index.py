@@ -44,15 +44,20 @@ SEARCH_BACKENDS: Registry[Any] = Registry("search backend")
 
 @SEARCH_BACKENDS.register("torch")
 class TorchSearch:
-    """Exact search: ``queries @ vectors.T`` and ``topk``, in blocks of queries to bound memory."""
+    """Exact search: ``queries @ vectors.T`` and ``topk``, in blocks of queries to bound memory.
+
+    Backends share one protocol: ``add(new, all_vectors)`` after the index appended ``new`` to its
+    ``all_vectors`` (this backend searches that tensor itself, so nothing is copied), ``search``,
+    ``serialize`` (bytes to save, or ``None``) and ``restore(vectors, serialized)``.
+    """
 
     block = 1024
 
     def __init__(self, dim: int, **_: Any):
         self.vectors = torch.empty(0, dim)
 
-    def add(self, vectors: torch.Tensor) -> None:
-        self.vectors = torch.cat([self.vectors, vectors])
+    def add(self, new: torch.Tensor, all_vectors: torch.Tensor) -> None:
+        self.vectors = all_vectors
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         scores, indices = [], []
@@ -99,8 +104,9 @@ class FaissSearch:
             with contextlib.suppress(RuntimeError):  # the parameter does not apply to this index type
                 space.set_index_parameter(self.index, name, value)
 
-    def add(self, vectors: torch.Tensor) -> None:
-        array = np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
+    def add(self, new: torch.Tensor, all_vectors: torch.Tensor | None = None) -> None:
+        """Add ``new`` (``all_vectors`` is not needed: faiss keeps its own copy)."""
+        array = np.ascontiguousarray(new.numpy(), dtype=np.float32)
         if not self.index.is_trained:
             sample = np.random.default_rng(0).permutation(len(array))[: self.train_size]
             self.index.train(array[np.sort(sample)])
@@ -153,6 +159,9 @@ class IndexInfo:
 class SearchResult:
     """Top-k neighbours of a batch of queries (row ``q`` answers query ``q``, best first).
 
+    An approximate index may find fewer than ``k`` items; the missing places hold index ``-1``,
+    score ``-inf`` and ``None`` ids, and :meth:`rows` leaves them out.
+
     Attributes:
         indices: ``[Q, k]`` positions in the index.
         scores: ``[Q, k]`` cosine similarities.
@@ -165,7 +174,7 @@ class SearchResult:
 
     indices: torch.Tensor
     scores: torch.Tensor
-    ids: list[list[str]]
+    ids: list[list[str | None]]
     labels: torch.Tensor
     paths: list[list[str | None]]
     texts: list[list[str | None]]
@@ -180,7 +189,8 @@ class SearchResult:
         """The neighbours of one query as dicts (rank, id, score, label, class, path, text)."""
         return [{"rank": r + 1, "id": self.ids[query][r], "score": float(self.scores[query, r]),
                  "label": int(self.labels[query, r]), "class": self.label_name(int(self.labels[query, r])),
-                 "path": self.paths[query][r], "text": self.texts[query][r]} for r in range(len(self.ids[query]))]
+                 "path": self.paths[query][r], "text": self.texts[query][r]}
+                for r in range(len(self.ids[query])) if int(self.indices[query, r]) >= 0]
 
 
 class EmbeddingIndex:
@@ -204,7 +214,7 @@ class EmbeddingIndex:
         self.backend = SEARCH_BACKENDS.create(info.backend, dim=info.dim, **info.backend_options)
         self.vectors = torch.empty(0, info.dim)
         self.ids: list[str] = []
-        self.labels: list[int] = []
+        self.labels = torch.empty(0, dtype=torch.long)
         self.paths: list[str | None] = []
         self.texts: list[str | None] = []
 
@@ -236,10 +246,10 @@ class EmbeddingIndex:
                 raise DataError(None, f"item id '{item_id}' is already in the index (ids must be unique)")
             seen.add(item_id)
         vectors = F.normalize(vectors, dim=1)
-        self.backend.add(vectors)
         self.vectors = torch.cat([self.vectors, vectors])
+        self.backend.add(vectors, self.vectors)
         self.ids += [str(i) for i in ids]
-        self.labels += labels
+        self.labels = torch.cat([self.labels, torch.tensor(labels, dtype=torch.long)])
         self.paths += paths
         self.texts += texts
 
@@ -276,12 +286,16 @@ class EmbeddingIndex:
             queries = queries[None]
         self._check_dim(queries, "queries")
         scores, indices = self.backend.search(F.normalize(queries, dim=1), min(k, len(self.ids)))
-        labels = torch.tensor(self.labels)[indices.clamp(min=0)]
-        return SearchResult(indices=indices, scores=scores,
-                            ids=[[self.ids[i] for i in row] for row in indices.tolist()], labels=labels,
-                            paths=[[self.paths[i] for i in row] for row in indices.tolist()],
-                            texts=[[self.texts[i] for i in row] for row in indices.tolist()],
-                            class_names=list(self.info.class_names))
+        found = indices >= 0
+        labels = torch.where(found, self.labels[indices.clamp(min=0)], -1)
+        scores = scores.masked_fill(~found, float("-inf"))
+        rows = indices.tolist()
+
+        def pick(values: list) -> list[list]:
+            return [[values[i] if i >= 0 else None for i in row] for row in rows]
+
+        return SearchResult(indices=indices, scores=scores, ids=pick(self.ids), labels=labels, paths=pick(self.paths),
+                            texts=pick(self.texts), class_names=list(self.info.class_names))
 
     def _check_dim(self, vectors: torch.Tensor, what: str) -> None:
         if vectors.ndim != 2 or vectors.shape[1] != self.info.dim:
@@ -295,7 +309,7 @@ class EmbeddingIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / VECTORS_FILE, lambda handle: torch.save({"vectors": self.vectors}, handle))
-        items = {"ids": self.ids, "labels": self.labels, "paths": self.paths, "texts": self.texts}
+        items = {"ids": self.ids, "labels": self.labels.tolist(), "paths": self.paths, "texts": self.texts}
         atomic_write(folder / ITEMS_FILE, lambda handle: handle.write(json.dumps(items).encode()))
         serialized = self.backend.serialize()
         if serialized is None:
@@ -344,7 +358,7 @@ class EmbeddingIndex:
         except RuntimeError as exc:
             raise DataError(folder / FAISS_FILE, f"corrupt faiss index: {str(exc).splitlines()[-1]}") from None
         index.vectors = vectors
-        index.ids, index.labels = list(items["ids"]), list(items["labels"])
+        index.ids, index.labels = list(items["ids"]), torch.tensor(items["labels"], dtype=torch.long)
         index.paths, index.texts = list(items["paths"]), list(items["texts"])
         return index
 

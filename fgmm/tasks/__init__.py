@@ -66,6 +66,14 @@ class TaskContext:
         labels = self.dataset.labels[idx]
         return idx[(labels >= 0) & ~np.isin(labels, self.unseen_classes)]
 
+    def trained_indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """Supervised protocol: train samples with a known label, and the test samples of classes
+        that have training samples (classes with none, like zero-shot classes, are left out)."""
+        train = self.indices("train")
+        train = train[self.dataset.labels[train] >= 0]
+        test = self.indices("test")
+        return train, test[np.isin(self.dataset.labels[test], self.dataset.labels[train])]
+
     def labels(self, indices: np.ndarray | None = None) -> torch.Tensor:
         labels = torch.as_tensor(self.dataset.labels)
         return labels if indices is None else labels[torch.as_tensor(indices)]

@@ -41,11 +41,11 @@ def logistic_probe_top1(x_train: np.ndarray, y_train: np.ndarray, x_test: np.nda
 
 @TASKS.register("image")
 def image_task(ctx: TaskContext) -> dict[str, float]:
-    train, test = ctx.seen_indices("train"), ctx.seen_indices("test")
+    train, test = ctx.trained_indices()
     features, labels = ctx.features["image"], ctx.labels()
     x_train, x_test = features[train], features[test]
     y_train, y_test = labels[train], labels[test]
-    model = ImageClassifier(LinearHead(x_train.shape[1], ctx.dataset.num_classes), x_train.shape[1], dropout=0.2)
+    model = ImageClassifier(LinearHead(x_train.shape[1], ctx.dataset.num_classes), x_train.shape[1], dropout=0.5)
     model.norm.fit(x_train)
     with tempfile.TemporaryDirectory(prefix="fgmm-image-") as tmp:
         out_dir = ctx.out_dir / "image_head" if ctx.out_dir else Path(tmp)
