@@ -108,3 +108,16 @@ def test_cache_build_info_clear(tiny_cub: Path, tmp_path: Path) -> None:
     assert "efficientnet_lite0" in info.output
     cleared = runner.invoke(app, ["cache", "clear", "--cache", str(cache)])
     assert "removed 1 namespace" in cleared.output
+
+
+def test_train_on_corrupt_image_fails_clearly_or_skips(tiny_cub_corrupt: Path, tmp_path: Path) -> None:
+    config = tmp_path / "exp.yaml"
+    config.write_text(f"model:\n  image_size: 64\ncache_dir: {tmp_path / 'cache'}\n"
+                      "train:\n  batch_size: 4\n  epochs: 1\n  progress: false\n")
+    common = ["train", "--config", str(config), "--data", str(tiny_cub_corrupt), "--vision", "efficientnet_lite0",
+              "--out", str(tmp_path / "run")]
+    failed = runner.invoke(app, common)
+    assert failed.exit_code == 2
+    assert "Red_Test_Bird_0000_10.jpg" in failed.output and "Traceback" not in failed.output
+    skipped = runner.invoke(app, [*common, "--skip-bad"])
+    assert skipped.exit_code == 0, skipped.output

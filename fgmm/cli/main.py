@@ -76,6 +76,7 @@ def train(
     finetune: bool | None = typer.Option(None, "--finetune/--frozen",
                                          help="train the backbone end to end (GPU) or a head on cached features"),
     out: Path | None = typer.Option(None, help="run folder (overrides the config)"),
+    skip_bad: bool | None = typer.Option(None, "--skip-bad", help="skip unreadable images (counted, listed)"),
     fresh: bool = typer.Option(False, "--fresh", help="start over instead of resuming from out/last.ckpt"),
 ) -> None:
     """Train an image classifier; resumes from the run folder's last checkpoint.
@@ -85,7 +86,8 @@ def train(
     from fgmm.experiment import ExperimentConfig, train_experiment
 
     cfg = ExperimentConfig.from_file(config) if config else ExperimentConfig()
-    overrides = {"root": data, "vision": vision, "epochs": epochs, "lr": lr, "finetune": finetune, "out_dir": out}
+    overrides = {"root": data, "vision": vision, "epochs": epochs, "lr": lr, "finetune": finetune, "out_dir": out,
+                 "skip_bad": skip_bad}
     for target in (cfg.data, cfg.model, cfg.train):
         for key, value in overrides.items():
             if value is not None and hasattr(target, key):
