@@ -2,11 +2,13 @@
 
     python benchmarks/retrieval_scale.py [--sizes 10000,100000,1000000] [--out benchmarks/results/retrieval_scale.json]
 
-Vectors are drawn from a mixture of 1,000 Gaussian clusters (unit-normalised, as joint embeddings
-are), queries from the same mixture. Every backend runs through :class:`fgmm.retrieval.EmbeddingIndex`
-(the library's own code path) on ONE thread (torch and faiss), so numbers compare backends rather
-than core counts. Recall@10 is the share of the exact top-10 that a backend returns. Latency: a
-batch of ``--queries`` queries (ms per query) and single queries (median of 20, ms).
+Vectors are drawn from a mixture of 1,000 Gaussian clusters whose spread (``--spread``, relative
+to the distance between centres) makes neighbourhoods cross cluster borders, then unit-normalised as
+joint embeddings are; queries come from the same mixture. Every backend runs through
+:class:`fgmm.retrieval.EmbeddingIndex` (the library's own code path) on ONE thread (torch and
+faiss), so numbers compare backends rather than core counts. Recall@10 is the share of the exact
+top-10 that a backend returns. Latency: a batch of ``--queries`` queries (ms per query) and single
+queries (median of 20, ms).
 
 Backends: ``torch`` (exact matmul + topk, the default), ``faiss Flat`` (exact), ``faiss HNSW32``
 (efSearch 64; built only up to ``--hnsw-max`` vectors because its construction dominates the run
@@ -30,10 +32,10 @@ from fgmm.train.checkpoint import atomic_write
 DIM, K = 256, 10
 
 
-def mixture(n: int, centres: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """``n`` unit vectors near randomly chosen ``centres``."""
+def mixture(n: int, centres: torch.Tensor, spread: float, generator: torch.Generator) -> torch.Tensor:
+    """``n`` unit vectors around randomly chosen ``centres`` (noise of norm about ``spread``)."""
     which = torch.randint(0, len(centres), (n,), generator=generator)
-    noise = 0.5 * torch.randn(n, DIM, generator=generator) / DIM**0.5
+    noise = spread * torch.randn(n, DIM, generator=generator) / DIM**0.5
     return torch.nn.functional.normalize(centres[which] + noise, dim=1)
 
 
@@ -72,6 +74,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--hnsw-max", type=int, default=100_000)
+    parser.add_argument("--spread", type=float, default=1.0, help="cluster noise norm (centres have norm ~1)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/retrieval_scale.json"))
     args = parser.parse_args()
     import faiss
@@ -80,10 +83,10 @@ def main() -> None:
     faiss.omp_set_num_threads(1)
     generator = torch.Generator().manual_seed(0)
     centres = torch.randn(1000, DIM, generator=generator) / DIM**0.5
-    queries = mixture(args.queries, centres, generator)
+    queries = mixture(args.queries, centres, args.spread, generator)
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        vectors = mixture(n, centres, generator)
+        vectors = mixture(n, centres, args.spread, generator)
         exact = None
         for name, fields in backends(n, args.hnsw_max).items():
             index, build_s = build(fields, vectors)
@@ -95,7 +98,8 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
             del index
-    payload = {"dim": DIM, "k": K, "queries": args.queries, "threads": 1, "data": "1000-cluster Gaussian mixture",
+    payload = {"dim": DIM, "k": K, "queries": args.queries, "threads": 1,
+               "data": f"1000-cluster Gaussian mixture, spread {args.spread}",
                "torch": torch.__version__, "faiss": faiss.__version__, "rows": rows}
     atomic_write(args.out, lambda handle: handle.write(json.dumps(payload, indent=2).encode()))
     print("\n| vectors | backend | build (s) | ms/query (batch) | ms (single query) | recall@10 |")

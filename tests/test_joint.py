@@ -150,7 +150,16 @@ def test_model_forward_contract():
         JointConfig({"image": 12}, num_classes=2, fusion="nope", pairs=[])
 
 
-def test_fit_joint_learns_and_fusion_helps(tmp_path):
+@pytest.fixture
+def one_thread():
+    """Tiny models train faster on one thread than on contended ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fit_joint_learns_and_fusion_helps(tmp_path, one_thread):
     image, text, labels = toy_features(160)
     rows = [[i] for i in range(160)]
     config = TrainConfig(epochs=15, batch_size=40, lr=5e-3, out_dir=tmp_path, progress=False, device="cpu")

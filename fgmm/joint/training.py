@@ -12,6 +12,7 @@ evaluation. A sample without text gets ``None`` there, which
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -80,8 +81,8 @@ class CaptionedFeatures(Dataset):
         elif self.pooled is not None:
             item["text"] = self.pooled[index]
         else:
-            size = int(torch.randint(1, min(len(rows), self.max_texts) + 1, ()))
-            chosen = [rows[int(j)] for j in torch.randperm(len(rows))[:size]]
+            # Python's RNG: seeded by the Trainer (and per DataLoader worker), and far cheaper per item
+            chosen = random.sample(rows, random.randint(1, min(len(rows), self.max_texts)))
             item["text"] = F.normalize(self.text_features[chosen].mean(0), dim=0)
         item["label"] = int(self.labels[index])
         item["index"] = index

@@ -232,6 +232,7 @@ class EmbeddingIndex:
         vectors = torch.as_tensor(vectors).detach().float().cpu()
         self._check_dim(vectors, "items")
         n = len(vectors)
+        ids = [str(i) for i in ids]
         labels = [-1] * n if labels is None else [int(v) for v in labels]
         paths = [None] * n if paths is None else [None if p is None else str(p) for p in paths]
         texts = [None] * n if texts is None else list(texts)
@@ -248,7 +249,7 @@ class EmbeddingIndex:
         vectors = F.normalize(vectors, dim=1)
         self.vectors = torch.cat([self.vectors, vectors])
         self.backend.add(vectors, self.vectors)
-        self.ids += [str(i) for i in ids]
+        self.ids += ids
         self.labels = torch.cat([self.labels, torch.tensor(labels, dtype=torch.long)])
         self.paths += paths
         self.texts += texts
