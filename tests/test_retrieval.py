@@ -8,10 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fgmm.encoders.base import Encoder
 from fgmm.errors import ConfigError, DataError
+from fgmm.joint import JointConfig, JointEmbeddingModel
 from fgmm.retrieval import (
     EmbeddingIndex,
     IndexInfo,
+    Retriever,
     average_precision,
     first_relevant_rank,
     mean_average_precision,
@@ -160,3 +163,57 @@ def test_corrupt_or_inconsistent_folders_are_reported(tmp_path):
     (folder / "vectors.pt").write_bytes(b"garbage")
     with pytest.raises(DataError, match="cannot read vectors"):
         EmbeddingIndex.load(folder)
+
+
+class BagOfWords(Encoder):
+    """A tiny deterministic text encoder: words hashed into 32 buckets."""
+
+    modality = "text"
+
+    def __init__(self, salt: str = ""):
+        super().__init__(name=f"bag-of-words{salt}", dim=32)
+        self.salt = salt
+
+    def preprocessing(self) -> dict:
+        return {"salt": self.salt}
+
+    def encode(self, texts):
+        out = torch.zeros(len(texts), self.dim)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                out[row, sum(map(ord, self.salt + word)) % self.dim] += 1.0
+        return out
+
+    def encode_cached(self, texts, cache=None):
+        return self.encode(texts)
+
+
+CAPTIONS = ["red crown small bird", "grey seabird long wings", "yellow breast black wings"]
+
+
+def test_retriever_searches_through_its_encoder(tmp_path):
+    retriever = Retriever.build("text", CAPTIONS, ["a", "b", "c"], encoders={"text": BagOfWords()},
+                                labels=[0, 1, 2], class_names=["x", "y", "z"])
+    result = retriever.search("text", ["long wings of a seabird", "black wings"], k=2)
+    assert result.ids[0][0] == "b" and result.texts[0][0] == CAPTIONS[1] and result.ids[1][0] == "c"
+    assert result.rows(0)[0]["class"] == "y"
+    with pytest.raises(ConfigError, match="can only be queried with text"):
+        retriever.search("image", ["photo.jpg"])
+    folder = retriever.save(tmp_path / "index")
+    spec = json.loads((folder / "retriever.json").read_text())
+    assert spec["encoders"]["text"]["fingerprint"] == BagOfWords().fingerprint() and spec["joint"] is False
+    assert not (folder / "joint.pt").exists()
+    # the index belongs to its encoder's space: another encoder cannot read it
+    with pytest.raises(DataError, match="embedding space mismatch"):
+        Retriever(EmbeddingIndex.load(folder), {"text": BagOfWords(salt="other")})
+
+
+def test_retriever_with_a_joint_model_checks_its_encoders():
+    words = BagOfWords()
+    joint = JointEmbeddingModel(JointConfig({"text": 32, "image": 8}, num_classes=3, dim=16, hidden=0,
+                                            encoders={"text": words.fingerprint()}))
+    retriever = Retriever.build("text", CAPTIONS, ["a", "b", "c"], encoders={"text": words}, joint=joint)
+    assert retriever.index.info.dim == 16 and retriever.index.info.space == joint.fingerprint()
+    assert retriever.search("text", [CAPTIONS[2]], k=1).ids[0] == ["c"]
+    with pytest.raises(ConfigError, match=r"trained on features of encoder \[.*\], not of 'bag-of-wordsX'"):
+        Retriever.build("text", CAPTIONS, ["a", "b", "c"], encoders={"text": BagOfWords("X")}, joint=joint)

@@ -101,13 +101,6 @@ def test_joint_index_answers_sentences(photos, tmp_path):
     result = invoke("retrieve", "--index", tmp_path / "index", "--text", "a red bird", "-k", "6")
     assert result.exit_code == 0, result.output
     assert result.output.count(".jpg") == 6
-    # a joint model trained on another text encoder's features is refused
-    other = JointEmbeddingModel(JointConfig({"image": 1280, "text": 384}, num_classes=3, dim=32, hidden=0,
-                                            encoders={"text": "0123456789abcdef"}))
-    other.save(tmp_path / "other.pt")
-    result = invoke("index", "build", "--images", photos, "--model", tmp_path / "other.pt",
-                    "--out", tmp_path / "other", *VISION)
-    assert result.exit_code == 2 and "trained on features of encoder [0123456789abcdef]" in result.output
 
 
 @pytest.mark.parametrize(("content", "message"), [
