@@ -34,6 +34,12 @@ _EXPORTS: dict[str, str] = {
     # knowledge graphs
     "KnowledgeGraph": "fgmm.kg",
     "import_cub": "fgmm.kg",
+    # joint embedding and retrieval
+    "JointEmbeddingModel": "fgmm.joint",
+    "JointConfig": "fgmm.joint",
+    "fit_joint": "fgmm.joint",
+    "EmbeddingIndex": "fgmm.retrieval",
+    "Retriever": "fgmm.retrieval",
     # training
     "Trainer": "fgmm.train",
     "TrainConfig": "fgmm.train",

@@ -36,6 +36,8 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("t2i_R@5", "retrieval text→image R@5"),
     ("i2t_mAP", "retrieval image→text mAP (class-level)"),
     ("t2i_mAP", "retrieval text→image mAP (class-level)"),
+    ("i2t_mAP_caption", "retrieval image→caption mAP (each caption an item)"),
+    ("t2i_mAP_caption", "retrieval caption→image mAP (each caption an item)"),
     ("i2a_mAP", "retrieval image→audio mAP"),
     ("a2i_mAP", "retrieval audio→image mAP"),
     ("noisy_top1_nofilter", "noisy labels, no filter"),

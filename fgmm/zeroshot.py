@@ -1,20 +1,27 @@
-"""Knowledge-graph classifiers: supervised, zero-shot (ZSL) and generalised zero-shot (GZSL).
+r"""Knowledge-graph classifiers: supervised, zero-shot (ZSL) and generalised zero-shot (GZSL).
 
-A :class:`KGClassifier` scores an image against every class of a knowledge graph by the cosine of
-its projected features and the class embeddings a GNN propagates from the graph
-(:class:`fgmm.gnn.ClassEmbeddingNetwork`). Train it on the images of the seen classes only
-(:func:`fit_classifier` with ``classes=seen``); classes without images get their weights from the
-graph, so the same model classifies them::
+Two models share one interface (:class:`ZeroShotModel`: ``fit(features, labels, classes)`` then
+``scores(features)``, cosines against every class of the graph) and the registry
+:data:`ZSL_MODELS`:
 
-    net = ClassEmbeddingNetwork(ClassGraph.from_hetero(kg.to_pyg()), out_dim=512)
-    model = KGClassifier(in_dim=1280, class_net=net)
-    fit_classifier(model, features[train], labels[train], classes=seen)
-    scores = model(features[test])                       # [N, num_labels], all classes
-    zsl = mean_class_accuracy(scores[:, unseen].argmax(1), ...)  # see zsl_accuracy
+* ``"prototypes"`` (:class:`KGPrototypes`): class prototypes regressed in closed form (kernel
+  ridge) from parameter-free propagation descriptors of the graph
+  (:func:`fgmm.gnn.propagation_features`: attributes one hop away, every taxonomic ancestor).
+* ``"gnn"`` (:class:`GNNZeroShot`): a learned GNN (:data:`fgmm.gnn.GNN_LAYERS`: GGNN, GCN, GAT)
+  propagating over the graph gives cosine-classifier weights (:class:`KGClassifier`), trained by
+  cross-entropy on the images of the seen classes.
+
+Both work on image features normalised by :class:`FeatureWhitening`. Train on the images of the
+seen classes only; classes without images get their weights from the graph, so the same model
+scores them::
+
+    model = create_zero_shot_model("prototypes", graph=ClassGraph.from_hetero(kg.to_pyg()))
+    model.fit(features[train], labels[train], classes=seen)
+    scores = model.scores(features[test])               # [N, num_labels] cosines, all classes
 
 GZSL scores all classes at once; seen classes dominate, which calibrated stacking (Chao et al.,
-2016) corrects by subtracting :math:`\\gamma` from every seen-class score, with :math:`\\gamma`
-chosen on seen classes only (:func:`choose_gamma`).
+2016) corrects by subtracting :math:`\gamma` from every seen-class score, with :math:`\gamma`
+chosen on seen classes only (:func:`choose_gamma`, :func:`evaluate_zero_shot`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,7 +37,155 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fgmm.errors import ConfigError
-from fgmm.gnn.propagation import ClassEmbeddingNetwork
+from fgmm.gnn.propagation import ClassEmbeddingNetwork, ClassGraph, propagation_features
+from fgmm.registry import Registry
+
+
+class FeatureWhitening:
+    r"""Power normalisation, centring and shrunk within-class whitening of image features.
+
+    .. math::
+        \mathbf{u} &= \frac{\operatorname{sign}(\mathbf{x})|\mathbf{x}|^{p}}
+        {\lVert \operatorname{sign}(\mathbf{x})|\mathbf{x}|^{p} \rVert}, \qquad
+        \mathbf{v} = \frac{\mathbf{u} - \boldsymbol{\mu}}{\lVert \mathbf{u} - \boldsymbol{\mu} \rVert}
+
+        \mathbf{z} &= \frac{\mathbf{W}\mathbf{v}}{\lVert \mathbf{W}\mathbf{v} \rVert}, \qquad
+        \mathbf{W} = \big(\boldsymbol{\Sigma}_w + \varepsilon\, \bar{\lambda}\, \mathbf{I}\big)^{-1/2}
+
+    :math:`\boldsymbol{\mu}` is the training mean of :math:`\mathbf{u}`, :math:`\boldsymbol{\Sigma}_w`
+    the pooled within-class covariance of :math:`\mathbf{v}` (training images, their labels) and
+    :math:`\bar\lambda` its mean eigenvalue. Whitening the within-class scatter makes the
+    directions that separate classes count more in cosine similarity (LDA-like); the shrinkage
+    :math:`\varepsilon` keeps it stable with few images per class.
+
+    Args:
+        power: :math:`p` (0.5: signed square root; 1: none).
+        shrinkage: :math:`\varepsilon`.
+    """
+
+    def __init__(self, power: float = 0.5, shrinkage: float = 1.0):
+        self.power = power
+        self.shrinkage = shrinkage
+        self.mean: Tensor | None = None
+        self.transform: Tensor | None = None
+
+    def _centred(self, features: Tensor) -> Tensor:
+        powered = F.normalize(features.float().sign() * features.float().abs().pow(self.power), dim=1)
+        return F.normalize(powered - self.mean, dim=1)
+
+    def fit(self, features: Tensor, labels: Tensor) -> FeatureWhitening:
+        features, labels = features.double(), torch.as_tensor(labels)
+        powered = F.normalize(features.sign() * features.abs().pow(self.power), dim=1)
+        self.mean = powered.mean(0).float()
+        centred = self._centred(features).double()
+        classes, inverse = labels.unique(return_inverse=True)
+        sums = torch.zeros(len(classes), centred.shape[1], dtype=torch.float64).index_add_(0, inverse, centred)
+        residual = centred - (sums / torch.bincount(inverse).unsqueeze(1))[inverse]
+        covariance = residual.T @ residual / len(residual)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        eigenvalues = eigenvalues.clamp_min(0) + self.shrinkage * eigenvalues.clamp_min(0).mean() + 1e-12
+        self.transform = (eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T
+        self.transform = self.transform.float()
+        return self
+
+    def __call__(self, features: Tensor) -> Tensor:
+        if self.transform is None:
+            raise ConfigError("FeatureWhitening is used before fit()")
+        return F.normalize(self._centred(features) @ self.transform, dim=1)
+
+
+class ZeroShotModel(Protocol):
+    """What :func:`evaluate_zero_shot` and the ``kg``/``zsl`` tasks need of a model."""
+
+    def fit(self, features: Tensor, labels: Tensor, classes: Sequence[int] | None = None) -> ZeroShotModel:
+        """Train on ``features`` of the classes ``classes`` (default: the classes in ``labels``)."""
+
+    def scores(self, features: Tensor) -> Tensor:
+        """``[N, num_labels]`` cosine scores against every class of the graph."""
+
+
+ZSL_MODELS: Registry[ZeroShotModel] = Registry("zero-shot model")
+
+
+def create_zero_shot_model(name: str, graph: ClassGraph, **kwargs) -> ZeroShotModel:
+    """Create the model ``name`` (``"prototypes"`` or ``"gnn"``) over ``graph``."""
+    return ZSL_MODELS.create(name, graph=graph, **kwargs)
+
+
+def _classes(labels: Tensor, classes: Sequence[int] | None) -> list[int]:
+    trained = labels.unique().tolist() if classes is None else sorted({int(c) for c in classes})
+    if not set(labels.unique().tolist()) <= set(trained):
+        raise ValueError("some training labels are not among `classes`")
+    return trained
+
+
+@ZSL_MODELS.register("prototypes")
+class KGPrototypes:
+    r"""Class prototypes regressed from knowledge-graph propagation descriptors (kernel ridge).
+
+    .. math::
+        \mathbf{m}_c &= \frac{1}{|I_c|}\sum_{i \in I_c} \mathbf{z}_i, \qquad
+        \mathbf{K} = \boldsymbol{\Phi}\boldsymbol{\Phi}^{\top}
+
+        \mathbf{P} &= \mathbf{K}_{:,S}\,(\mathbf{K}_{S,S} + \lambda \mathbf{I})^{-1}\,
+        \hat{\mathbf{M}}_S
+
+        \mathbf{w}_c &= \begin{cases}
+        \operatorname{normalize}\big(\alpha\, \hat{\mathbf{m}}_c + (1-\alpha)\, \hat{\mathbf{p}}_c\big)
+        & c \in S \\ \hat{\mathbf{p}}_c & \text{otherwise} \end{cases}
+        \qquad s_c(\mathbf{x}) = \cos(\mathbf{z}, \mathbf{w}_c)
+
+    :math:`\mathbf{z}` are whitened image features (:class:`FeatureWhitening`), :math:`S` the trained
+    classes, :math:`\hat{\cdot}` unit normalisation and :math:`\boldsymbol{\Phi}` the descriptors of
+    :func:`fgmm.gnn.propagation_features`: ridge regression from graph descriptors to visual
+    prototypes (Shigeto et al., 2015: mapping the semantic side to the visual one limits hubness),
+    solved in closed form. Classes without images get :math:`\hat{\mathbf{p}}_c`; classes with
+    images blend their mean with it (``mean_weight`` :math:`\alpha`; 1 ignores the graph for them).
+
+    Args:
+        graph: the class graph.
+        ridge: :math:`\lambda`.
+        taxonomy_weight: weight of the ancestor block of the descriptors.
+        mean_weight: :math:`\alpha`.
+        whitening: the image-feature normalisation (fitted in :meth:`fit`).
+    """
+
+    def __init__(self, graph: ClassGraph, ridge: float = 0.3, taxonomy_weight: float = 0.5,
+                 mean_weight: float = 0.5, whitening: FeatureWhitening | None = None):
+        self.graph = graph
+        self.ridge = ridge
+        self.mean_weight = mean_weight
+        self.whitening = whitening or FeatureWhitening()
+        descriptors = propagation_features(graph, taxonomy_weight)
+        self.kernel = torch.as_tensor((descriptors @ descriptors.T).toarray(), dtype=torch.float64)
+        self.means: Tensor | None = None
+        self.regressed: Tensor | None = None
+        self.trained: list[int] = []
+
+    def fit(self, features: Tensor, labels: Tensor, classes: Sequence[int] | None = None) -> KGPrototypes:
+        labels = torch.as_tensor(labels).long()
+        self.trained = _classes(labels, classes)
+        z = self.whitening.fit(features, labels)(features).double()
+        seen = torch.tensor(self.trained)
+        sums = torch.zeros(self.graph.num_labels, z.shape[1], dtype=torch.float64).index_add_(0, labels, z)
+        self.means = F.normalize(sums, dim=1)
+        k_seen = self.kernel[seen][:, seen] + self.ridge * torch.eye(len(seen), dtype=torch.float64)
+        coefficients = torch.linalg.solve(k_seen, self.means[seen])
+        self.regressed = F.normalize(self.kernel[:, seen] @ coefficients, dim=1)
+        return self
+
+    def prototypes(self, mean_weight: float | None = None) -> Tensor:
+        """``[num_labels, d]`` unit class prototypes (``mean_weight`` overrides :math:`\alpha`)."""
+        if self.regressed is None or self.means is None:
+            raise ConfigError("KGPrototypes is used before fit()")
+        alpha = self.mean_weight if mean_weight is None else mean_weight
+        prototypes = self.regressed.clone()
+        seen = torch.tensor(self.trained)
+        prototypes[seen] = F.normalize(alpha * self.means[seen] + (1 - alpha) * self.regressed[seen], dim=1)
+        return prototypes.float()
+
+    def scores(self, features: Tensor, mean_weight: float | None = None) -> Tensor:
+        return self.whitening(features) @ self.prototypes(mean_weight).T
 
 
 class KGClassifier(nn.Module):
@@ -160,6 +316,48 @@ def predict_scores(model: KGClassifier, features: Tensor, batch_size: int = 4096
                       for i in range(0, len(features), batch_size)])
 
 
+@ZSL_MODELS.register("gnn")
+class GNNZeroShot:
+    """A :class:`KGClassifier` on whitened features behind the :class:`ZeroShotModel` interface.
+
+    The GNN predicts class weights directly in the whitened image-feature space (no image
+    projection), trained by :func:`fit_classifier`.
+
+    Args:
+        graph: the class graph.
+        layer, hidden, num_layers, dropout: of the :class:`~fgmm.gnn.ClassEmbeddingNetwork`.
+        free_weights: add free per-class weights (for supervised use; unseen classes keep zero).
+        config: the training recipe.
+        device: where to train.
+        whitening: the image-feature normalisation (fitted in :meth:`fit`).
+    """
+
+    def __init__(self, graph: ClassGraph, layer: str = "gcn", hidden: int = 256, num_layers: int = 2,
+                 dropout: float = 0.0, free_weights: bool = False, config: FitConfig | None = None,
+                 device: str = "cpu", whitening: FeatureWhitening | None = None):
+        self.graph = graph
+        self.net_options = {"layer": layer, "hidden": hidden, "num_layers": num_layers, "dropout": dropout}
+        self.free_weights = free_weights
+        self.config = config or FitConfig()
+        self.device = device
+        self.whitening = whitening or FeatureWhitening()
+        self.model: KGClassifier | None = None
+
+    def fit(self, features: Tensor, labels: Tensor, classes: Sequence[int] | None = None) -> GNNZeroShot:
+        labels = torch.as_tensor(labels).long()
+        z = self.whitening.fit(features, labels)(features)
+        torch.manual_seed(self.config.seed)
+        net = ClassEmbeddingNetwork(self.graph, out_dim=z.shape[1], **self.net_options)
+        model = KGClassifier(z.shape[1], net, projection=False, free_weights=self.free_weights, input_dropout=0.0)
+        self.model = fit_classifier(model.to(self.device), z, labels, _classes(labels, classes), self.config)
+        return self
+
+    def scores(self, features: Tensor) -> Tensor:
+        if self.model is None:
+            raise ConfigError("GNNZeroShot is used before fit()")
+        return predict_scores(self.model, self.whitening(features))
+
+
 def mean_class_accuracy(predictions: Tensor, labels: Tensor) -> float:
     """Top-1 accuracy averaged over the classes present in ``labels`` (the ZSL/GZSL convention)."""
     predictions, labels = torch.as_tensor(predictions), torch.as_tensor(labels)
@@ -288,30 +486,26 @@ class ZeroShotReport:
     gzsl_uncalibrated: GZSLResult
 
 
-def evaluate_zero_shot(make_model: Callable[[], KGClassifier], features: Tensor, labels: Tensor,
-                       split: ZeroShotSplit, config: FitConfig | None = None,
-                       calibrate: bool = True) -> ZeroShotReport:
+def evaluate_zero_shot(make_model: Callable[[], ZeroShotModel], features: Tensor, labels: Tensor,
+                       split: ZeroShotSplit, calibrate: bool = True, seed: int = 0) -> ZeroShotReport:
     """Train on the seen classes, then measure ZSL and GZSL (calibrated stacking) accuracy.
 
     ``gamma`` is chosen by :func:`choose_gamma` on :func:`calibration_split` of the seen classes'
     training samples with a second model made by ``make_model`` (skipped when ``calibrate`` is
     false: ``gamma = 0``). No sample of an unseen class is used before testing.
     """
-    config = config or FitConfig()
     labels = torch.as_tensor(labels).long()
     gamma = 0.0
     if calibrate:
-        fit, validation, stand_in_seen = calibration_split(labels.numpy(), split.train, split.seen,
-                                                           seed=config.seed)
-        model = fit_classifier(make_model(), features[fit], labels[fit], stand_in_seen, config)
-        scores = predict_scores(model, features[validation])[:, split.seen]
+        fit, validation, stand_in_seen = calibration_split(labels.numpy(), split.train, split.seen, seed=seed)
+        scores = make_model().fit(features[fit], labels[fit], stand_in_seen).scores(features[validation])
         position = {c: i for i, c in enumerate(split.seen)}
         local = torch.tensor([position[int(c)] for c in labels[validation]])
-        gamma = choose_gamma(scores, local, [position[c] for c in stand_in_seen]).gamma
-    model = fit_classifier(make_model(), features[split.train], labels[split.train], split.seen, config)
-    unseen_scores = predict_scores(model, features[split.test_unseen])
-    zsl = zsl_accuracy(unseen_scores, labels[split.test_unseen], split.unseen)
+        gamma = choose_gamma(scores[:, split.seen], local, [position[c] for c in stand_in_seen]).gamma
+    model = make_model().fit(features[split.train], labels[split.train], split.seen)
     test = np.concatenate([split.test_seen, split.test_unseen])
-    scores = torch.cat([predict_scores(model, features[split.test_seen]), unseen_scores])
+    scores = model.scores(features[test])
+    unseen_part = scores[len(split.test_seen):]
+    zsl = zsl_accuracy(unseen_part, labels[split.test_unseen], split.unseen)
     return ZeroShotReport(zsl=zsl, gzsl=gzsl_accuracy(scores, labels[test], split.seen, gamma),
                           gzsl_uncalibrated=gzsl_accuracy(scores, labels[test], split.seen, 0.0))

@@ -11,6 +11,7 @@ from fgmm.cli._common import console, friendly_errors
 from fgmm.cli.cache import cache_app
 from fgmm.cli.data import data_app
 from fgmm.cli.kg import kg_app
+from fgmm.cli.retrieve import RETRIEVE_EXAMPLES, index_app, retrieve
 
 app = typer.Typer(
     help="fgmm: multi-modal, knowledge-augmented fine-grained visual recognition.\n\n"
@@ -20,6 +21,8 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(cache_app, name="cache")
 app.add_typer(kg_app, name="kg")
+app.add_typer(index_app, name="index")
+app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
 
 
 def _version(value: bool) -> None:

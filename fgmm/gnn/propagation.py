@@ -17,10 +17,11 @@ lets a class with no training image get an embedding of the same kind as the oth
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy import sparse
 from torch import Tensor, nn
 from torch_geometric.utils import to_undirected
 
@@ -48,6 +49,7 @@ class ClassGraph:
         node_type: ``[N]`` index into :data:`NODE_TYPES` per node.
         label_nodes: ``[num_labels]`` node index of each dataset label ``0..num_labels-1``.
         class_names: name of each label (the class node's name).
+        subclass_edges: ``[2, S]`` (child, parent) node pairs of the taxonomy, directed upwards.
         node_features: optional ``[N, F]`` fixed node features (e.g. text embeddings of node labels).
     """
 
@@ -56,6 +58,7 @@ class ClassGraph:
     node_type: Tensor
     label_nodes: Tensor
     class_names: list[str]
+    subclass_edges: Tensor = field(default_factory=lambda: torch.empty(2, 0, dtype=torch.long))
     node_features: Tensor | None = None
 
     @property
@@ -111,6 +114,8 @@ class ClassGraph:
         names = list(store.names)
         nodes = labelled[order]
         graph = cls._build(edges, weights, torch.cat(types), nodes, [names[i] for i in nodes.tolist()])
+        if ("class", "subclass_of", "class") in data.edge_types:
+            graph.subclass_edges = data["class", "subclass_of", "class"].edge_index.long()
         if all(x is not None for x in features) and len({x.size(1) for x in features}) == 1:
             graph.node_features = torch.cat(features).float()
         return graph
@@ -144,7 +149,10 @@ class ClassGraph:
             weights.append(torch.ones(member.numel()))
             types.append(torch.full((num_taxa,), NODE_TYPES.index("taxon")))
         names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
-        return cls._build(edges, weights, torch.cat(types).long(), torch.arange(num_classes), names)
+        graph = cls._build(edges, weights, torch.cat(types).long(), torch.arange(num_classes), names)
+        if parents is not None:
+            graph.subclass_edges = edges[-1]
+        return graph
 
     @classmethod
     def _build(cls, edges: list[Tensor], weights: list[Tensor], node_type: Tensor, label_nodes: Tensor,
@@ -229,3 +237,53 @@ class ClassEmbeddingNetwork(nn.Module):
     def forward(self) -> Tensor:
         """``[num_labels, out_dim]`` class embeddings, row ``c`` for dataset label ``c``."""
         return self.readout(self.norm(self.node_states()[self.label_nodes]))
+
+
+def propagation_features(graph: ClassGraph, taxonomy_weight: float = 0.5) -> sparse.csr_matrix:
+    r"""Parameter-free class descriptors by propagation over the typed graph (a linear GNN, no training).
+
+    .. math::
+        \phi(c) = \Big[\, \frac{\mathbf{a}_c}{\lVert \mathbf{a}_c \rVert} \;\Big\Vert\;
+        \beta\, \frac{\mathbf{t}_c}{\lVert \mathbf{t}_c \rVert} \,\Big], \qquad
+        \mathbf{a}_c = \mathbf{S}^{\top} \mathbf{e}_{v(c)}, \qquad
+        \mathbf{t}_c = \sum_{k \ge 1} (\mathbf{U}^{\top})^{k}\, \mathbf{e}_{v(c)}
+
+    :math:`\mathbf{S}` holds the class → attribute strengths (one hop), :math:`\mathbf{U}` the
+    child → parent taxonomy edges (every hop up to the root, so :math:`\mathbf{t}_c` marks all
+    ancestors of the class: genus, family, order, ...), :math:`\mathbf{e}_{v(c)}` the one-hot of
+    the class node and :math:`\beta` = ``taxonomy_weight``. Two classes' descriptors have the inner
+    product :math:`\cos(\mathbf{a}_c, \mathbf{a}_{c'}) + \beta^2 \cos(\mathbf{t}_c, \mathbf{t}_{c'})`:
+    similar attributes and shared ancestors. A block is zero when the class has no such edge.
+
+    Returns:
+        ``[num_labels, 2N]`` sparse rows, one per dataset label.
+
+    Raises:
+        DataError: the taxonomy has a cycle.
+    """
+    n = graph.num_nodes
+    src, dst = graph.edge_index.numpy()
+    types = graph.node_type.numpy()
+    links = np.isin(types[src], [NODE_TYPES.index("class"), NODE_TYPES.index("taxon")]) & (
+        types[dst] == NODE_TYPES.index("attribute"))
+    strengths = sparse.csr_matrix((graph.edge_weight.numpy()[links], (src[links], dst[links])), shape=(n, n))
+    child, parent = graph.subclass_edges.numpy()
+    up = sparse.csr_matrix((np.ones(child.size), (child, parent)), shape=(n, n))
+    rows = graph.label_nodes.numpy()
+    seeds = sparse.csr_matrix((np.ones(rows.size), (np.arange(rows.size), rows)), shape=(rows.size, n))
+    ancestors, frontier = sparse.csr_matrix((rows.size, n)), seeds
+    for _ in range(n + 1):
+        frontier = frontier @ up
+        if frontier.nnz == 0:
+            break
+        ancestors = ancestors + frontier
+    else:
+        raise DataError(None, "the taxonomy (subclass_of edges) has a cycle")
+    ancestors.data[:] = 1.0
+    return sparse.hstack([_row_normalized(seeds @ strengths),
+                          taxonomy_weight * _row_normalized(ancestors)]).tocsr()
+
+
+def _row_normalized(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1))).ravel()
+    return sparse.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)) @ matrix

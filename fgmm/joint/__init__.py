@@ -10,8 +10,10 @@ from fgmm.joint.fusion import FUSIONS, AttentionFusion, GatedFusion, MeanFusion
 from fgmm.joint.losses import ClassAwareInfoNCE, JointObjective
 from fgmm.joint.model import FUSED, JointConfig, JointEmbeddingModel
 from fgmm.joint.projection import CosineClassifier, ProjectionHead
+from fgmm.joint.training import CaptionedFeatures, fit_joint, pooled_texts, text_table
 
 __all__ = [
-    "FUSED", "FUSIONS", "AttentionFusion", "ClassAwareInfoNCE", "CosineClassifier", "GatedFusion",
-    "JointConfig", "JointEmbeddingModel", "JointObjective", "MeanFusion", "ProjectionHead",
+    "FUSED", "FUSIONS", "AttentionFusion", "CaptionedFeatures", "ClassAwareInfoNCE", "CosineClassifier",
+    "GatedFusion", "JointConfig", "JointEmbeddingModel", "JointObjective", "MeanFusion", "ProjectionHead",
+    "fit_joint", "pooled_texts", "text_table",
 ]
