@@ -7,14 +7,20 @@ import pytest
 import torch
 
 from fgmm.data.sample import MultiModalDataset, Sample
-from fgmm.gnn import ClassGraph
+from fgmm.errors import ConfigError, DataError
+from fgmm.gnn import ClassEmbeddingNetwork, ClassGraph
 from fgmm.tasks import TaskContext, run_tasks
 from fgmm.zeroshot import (
+    ZSL_MODELS,
+    FeatureWhitening,
     FitConfig,
+    GNNZeroShot,
     KGClassifier,
+    KGPrototypes,
     calibrated_stacking,
     calibration_split,
     choose_gamma,
+    create_zero_shot_model,
     evaluate_zero_shot,
     fit_classifier,
     gzsl_accuracy,
@@ -42,13 +48,14 @@ def ring_data(per_class: int = 40, dim: int = 24, noise: float = 0.3, seed: int 
     return torch.tensor(features, dtype=torch.float32), torch.tensor(labels)
 
 
+RING_GRAPH = ClassGraph.from_matrix(RING)
+FAST = FitConfig(epochs=30, batch_size=32, lr=1e-2, seed=0)
+
+
 def ring_model(layer: str = "gcn", free_weights: bool = False) -> KGClassifier:
     torch.manual_seed(0)
-    return KGClassifier(24, ClassGraph.from_matrix(RING), dim=16, hidden=16, layer=layer, num_layers=2,
-                        free_weights=free_weights, input_dropout=0.0)
-
-
-FAST = FitConfig(epochs=30, batch_size=32, lr=1e-2, seed=0)
+    net = ClassEmbeddingNetwork(RING_GRAPH, out_dim=16, hidden=16, layer=layer, num_layers=2)
+    return KGClassifier(24, net, free_weights=free_weights, input_dropout=0.0)
 
 
 def test_mean_class_accuracy_averages_over_classes():
@@ -90,6 +97,49 @@ def test_calibration_split_holds_out_whole_stand_in_classes():
     assert not set(fit) & set(validation)
 
 
+def test_feature_whitening_equalises_within_class_scatter():
+    rng = np.random.default_rng(0)
+    labels = torch.tensor(np.repeat(np.arange(4), 50))
+    scale = torch.tensor([5.0, 1.0, 1.0, 0.2] * 4)  # anisotropic within-class noise
+    centres = torch.tensor(rng.normal(size=(4, 16)), dtype=torch.float32) * 3
+    features = centres[labels] + torch.tensor(rng.normal(size=(200, 16)), dtype=torch.float32) * scale
+    whitening = FeatureWhitening(power=1.0, shrinkage=0.01).fit(features, labels)
+    z = whitening(features)
+    assert torch.allclose(z.norm(dim=1), torch.ones(200), atol=1e-5)
+    residual = z - torch.stack([z[labels == c].mean(0) for c in range(4)])[labels]
+    spread = torch.linalg.eigvalsh(residual.T @ residual / 200)
+    raw = features - centres[labels]
+    raw_spread = torch.linalg.eigvalsh(raw.T @ raw / 200)
+    # largest / median eigenvalue: 25 for the raw noise, near 1 once whitened
+    assert spread[-1] / spread.median() < raw_spread[-1] / raw_spread.median() / 5
+    with pytest.raises(ConfigError, match="before fit"):
+        FeatureWhitening()(features)
+
+
+@pytest.mark.parametrize("name", ["prototypes", "gnn"])
+def test_zero_shot_models_compose_known_attributes(name):
+    features, labels = ring_data()
+    train = torch.isin(labels, torch.tensor(SEEN))
+    options = {"config": FAST} if name == "gnn" else {}
+    model = create_zero_shot_model(name, RING_GRAPH, **options).fit(features[train], labels[train], SEEN)
+    accuracy = zsl_accuracy(model.scores(features[~train]), labels[~train], UNSEEN)
+    assert accuracy >= 0.95
+    assert ZSL_MODELS.names() == ["gnn", "prototypes"]
+
+
+def test_kg_prototypes_blend_means_only_for_trained_classes():
+    features, labels = ring_data(per_class=10)
+    train = torch.isin(labels, torch.tensor(SEEN))
+    model = KGPrototypes(RING_GRAPH, mean_weight=1.0).fit(features[train], labels[train])
+    prototypes = model.prototypes()
+    assert prototypes.shape == (6, 24)
+    assert torch.allclose(prototypes[SEEN], model.means[SEEN].float(), atol=1e-5)  # graph ignored when 1
+    assert torch.allclose(prototypes[UNSEEN], model.regressed[UNSEEN].float(), atol=1e-5)
+    assert not torch.allclose(model.prototypes(mean_weight=0.0)[SEEN], prototypes[SEEN], atol=1e-3)
+    with pytest.raises(ConfigError, match="before fit"):
+        KGPrototypes(RING_GRAPH).scores(features)
+
+
 @pytest.mark.parametrize("layer", ["gcn", "ggnn"])
 def test_zero_shot_on_a_tiny_kg_composes_known_attributes(layer):
     features, labels = ring_data()
@@ -115,7 +165,7 @@ def test_evaluate_zero_shot_reports_zsl_and_calibrated_gzsl():
     features, labels = ring_data(per_class=30)
     split = ["test" if i % 5 == 0 else "train" for i in range(len(labels))]
     zs = zero_shot_split(labels.numpy(), split, UNSEEN, num_classes=6)
-    report = evaluate_zero_shot(ring_model, features, labels, zs, FAST)
+    report = evaluate_zero_shot(lambda: GNNZeroShot(RING_GRAPH, config=FAST), features, labels, zs)
     assert report.zsl >= 0.95
     assert report.gzsl.h >= report.gzsl_uncalibrated.h
     assert 0.0 <= report.gzsl.seen <= 1.0 and report.gzsl.h > 0.5
@@ -136,8 +186,19 @@ def test_kg_and_zsl_tasks_return_the_benchmark_keys(tmp_path):
     import fgmm.tasks.kg  # noqa: F401  (registers the tasks)
 
     ctx = ring_context(tmp_path)
-    metrics = run_tasks(ctx, ["kg", "zsl"])
+    metrics = run_tasks(ctx, ["kg", "zsl", "kg_gnn", "zsl_gnn"])
     assert {"kg_top1", "zsl_unseen50_top1", "gzsl_seen", "gzsl_unseen", "gzsl_h"} <= set(metrics)
-    assert metrics["zsl_unseen50_top1"] >= 0.9
-    assert metrics["kg_top1"] >= 0.9
+    assert {"kg_gnn_top1", "zsl_gnn_unseen50_top1", "gzsl_gnn_h"} <= set(metrics)
+    assert metrics["zsl_unseen50_top1"] >= 0.9 and metrics["zsl_gnn_unseen50_top1"] >= 0.9
+    assert metrics["kg_top1"] >= 0.9 and metrics["kg_gnn_top1"] >= 0.9
+    assert metrics["kg_mean_weight"] in (0.0, 0.25, 0.5, 0.75, 1.0)
     assert ctx.shared["kg_graph"].num_labels == 6
+
+
+def test_tasks_explain_a_dataset_without_knowledge(tmp_path):
+    import fgmm.tasks.kg  # noqa: F401
+
+    ctx = ring_context(tmp_path)
+    ctx.dataset.class_attributes = None
+    with pytest.raises(DataError, match="neither"):
+        run_tasks(ctx, ["kg"])

