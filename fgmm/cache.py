@@ -42,24 +42,12 @@ from tqdm.auto import tqdm
 from fgmm.data.images import image_loader
 from fgmm.encoders.base import Encoder
 from fgmm.errors import ConfigError, DataError
+from fgmm.io import write_bytes_atomic
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _SHARD_GLOB = "shard-*.safetensors"
 _FORMAT = "fgmm-feature-cache/1"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def image_key(path: str | Path) -> str:
@@ -106,7 +94,7 @@ class _Namespace:
         if not path.exists():
             created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             record = {"format": _FORMAT, "namespace": self.name, "created": created, **meta}
-            _atomic_write(path, json.dumps(record, indent=2, default=str).encode())
+            write_bytes_atomic(path, json.dumps(record, indent=2, default=str).encode())
 
     def header(self, shard: Path) -> tuple[list[str], int]:
         """Keys and feature size of ``shard``, read from its header only."""
@@ -159,7 +147,7 @@ class _Namespace:
             {"features": rows.contiguous()}, metadata={"format": _FORMAT, "keys": json.dumps(list(keys))}
         )
         path = self.folder / name
-        _atomic_write(path, data)
+        write_bytes_atomic(path, data)
         return path
 
     def merge(self, shards: list[Path]) -> None:

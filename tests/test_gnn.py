@@ -8,7 +8,14 @@ import torch
 from torch_geometric.data import HeteroData
 
 from fgmm.errors import ConfigError, DataError
-from fgmm.gnn import GNN_LAYERS, NODE_TYPES, ClassEmbeddingNetwork, ClassGraph, create_gnn_layer
+from fgmm.gnn import (
+    GNN_LAYERS,
+    NODE_TYPES,
+    ClassEmbeddingNetwork,
+    ClassGraph,
+    create_gnn_layer,
+    propagation_features,
+)
 
 
 def contract_graph(label_index: list[int] | None = None) -> HeteroData:
@@ -53,6 +60,10 @@ def test_from_hetero_follows_label_index_and_rejects_gaps():
     assert graph.class_names == ["sp_b", "sp_d", "sp_a"]
     with pytest.raises(DataError, match="label_index"):
         ClassGraph.from_hetero(contract_graph([0, 2, 3, 4, -1, -1]))
+    data = contract_graph()
+    data["class", "subclass_of", "class"].edge_weight = torch.ones(3)
+    with pytest.raises(DataError, match="4 edges but 3 edge weights"):
+        ClassGraph.from_hetero(data)
 
 
 def test_from_matrix_thresholds_and_adds_taxa():
@@ -122,3 +133,34 @@ def test_unknown_layer_and_bad_gat_width_raise_config_errors():
         create_gnn_layer("gin", dim=8)
     with pytest.raises(ConfigError, match="divisible"):
         create_gnn_layer("gat", dim=10, heads=4)
+
+
+def test_propagation_features_mark_attributes_and_every_ancestor():
+    data = contract_graph()
+    # put both genera under one family (a seventh class node)
+    data["class"].num_nodes = 7
+    data["class"].names = [*data["class"].names, "family"]
+    data["class"].is_leaf = torch.tensor([True] * 4 + [False] * 3)
+    data["class"].label_index = torch.tensor([0, 1, 2, 3, -1, -1, -1])
+    data["class", "subclass_of", "class"].edge_index = torch.tensor([[0, 1, 2, 3, 4, 5], [4, 4, 5, 5, 6, 6]])
+    data["class", "subclass_of", "class"].edge_weight = torch.ones(6)
+    graph = ClassGraph.from_hetero(data)
+    phi = propagation_features(graph, taxonomy_weight=0.5).toarray()
+    n = graph.num_nodes
+    assert phi.shape == (4, 2 * n)
+    attributes, ancestors = phi[:, :n], phi[:, n:]
+    first_attribute = 7  # node index of att_0
+    assert attributes[0, first_attribute] == pytest.approx(0.9 / np.hypot(0.9, 0.2))
+    assert attributes[0, first_attribute + 2] == pytest.approx(0.2 / np.hypot(0.9, 0.2))
+    assert np.nonzero(ancestors[0])[0].tolist() == [4, 6]  # genus_1 and the family, not genus_2
+    assert ancestors[0, 4] == pytest.approx(0.5 / np.sqrt(2))
+    kernel = phi @ phi.T
+    assert kernel[0, 1] > kernel[0, 2]  # same genus counts more than same family only
+
+
+def test_propagation_features_reject_a_taxonomy_cycle():
+    data = contract_graph()
+    data["class", "subclass_of", "class"].edge_index = torch.tensor([[0, 1, 2, 3, 4, 5], [4, 4, 5, 5, 5, 4]])
+    data["class", "subclass_of", "class"].edge_weight = torch.ones(6)
+    with pytest.raises(DataError, match="cycle"):
+        propagation_features(ClassGraph.from_hetero(data))

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 
 from fgmm.data.sample import MultiModalDataset, Sample
 from fgmm.errors import DataError
+from fgmm.io import write_bytes_atomic as write_atomic
 
 SAMPLES_FILE = "samples.csv"
 CLASSES_FILE = "classes.csv"
@@ -70,20 +70,6 @@ def resolve_inside(root: Path, relpath: str, *, source: Path, line: int | None =
     if absolute or (".." in posix and os.path.normpath(posix).split("/")[0] == ".."):
         raise DataError(source, f"path '{relpath}' leaves the dataset root {root}", line)
     return root / posix
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and :func:`os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_text_lines(path: Path) -> list[str]:

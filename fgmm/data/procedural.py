@@ -33,9 +33,10 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageDraw
 
-from fgmm.data.folder import load_folder, write_atomic, write_folder
+from fgmm.data.folder import load_folder, write_folder
 from fgmm.data.sample import MultiModalDataset, Sample
 from fgmm.data.splits import holdout_protocol, holdout_split
+from fgmm.io import write_bytes_atomic as write_atomic
 
 ATTRIBUTE_GROUPS: dict[str, tuple[str, ...]] = {
     "has_size": ("small", "medium", "large"),

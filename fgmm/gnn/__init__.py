@@ -1,7 +1,9 @@
 """Graph neural networks over knowledge graphs: propagation layers and class-embedding networks.
 
-``GNN_LAYERS`` holds the propagation layers (``"ggnn"`` as in KERL, ``"gcn"``, ``"gat"``);
-:class:`ClassEmbeddingNetwork` turns a :class:`ClassGraph` into class embeddings in the joint space.
+``GNN_LAYERS`` holds the learned propagation layers (``"ggnn"`` as in KERL, ``"gcn"``, ``"gat"``);
+:class:`ClassEmbeddingNetwork` turns a :class:`ClassGraph` into class embeddings in the joint space;
+:func:`propagation_features` is the parameter-free (linear) propagation the closed-form
+zero-shot model of :mod:`fgmm.zeroshot` regresses from.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from fgmm.gnn.gat import GATPropagation
 from fgmm.gnn.gcn import GCNPropagation
 from fgmm.gnn.ggnn import GatedPropagation
 from fgmm.gnn.layers import GNN_LAYERS, create_gnn_layer
-from fgmm.gnn.propagation import NODE_TYPES, ClassEmbeddingNetwork, ClassGraph
+from fgmm.gnn.propagation import NODE_TYPES, ClassEmbeddingNetwork, ClassGraph, propagation_features
 
 __all__ = [
     "GNN_LAYERS",
@@ -21,4 +23,5 @@ __all__ = [
     "GCNPropagation",
     "GatedPropagation",
     "create_gnn_layer",
+    "propagation_features",
 ]

@@ -104,7 +104,11 @@ class ClassGraph:
             index = edge_store.edge_index.long() + torch.tensor([[offsets[src]], [offsets[dst]]])
             edges.append(index)
             weight = getattr(edge_store, "edge_weight", None)
-            weights.append(torch.ones(index.size(1)) if weight is None else torch.as_tensor(weight).float())
+            weight = torch.ones(index.size(1)) if weight is None else torch.as_tensor(weight).float()
+            if weight.numel() != index.size(1):
+                raise DataError(None, f"knowledge graph edges ({src}, {rel}, {dst}): {index.size(1)} edges but "
+                                      f"{weight.numel()} edge weights")
+            weights.append(weight)
         labelled = torch.nonzero(label_index >= 0).flatten()
         labels = label_index[labelled]
         order = torch.argsort(labels)

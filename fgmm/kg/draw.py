@@ -14,8 +14,8 @@ import math
 import textwrap
 from pathlib import Path
 
-from fgmm.data.folder import write_atomic
 from fgmm.errors import ConfigError
+from fgmm.io import write_bytes_atomic as write_atomic
 from fgmm.kg.graph import KnowledgeGraph
 from fgmm.kg.vocab import DWC, FGMM, name_of
 

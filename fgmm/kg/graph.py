@@ -37,8 +37,8 @@ from rdflib.compare import isomorphic
 from rdflib.namespace import DCTERMS, PROV, RDF, RDFS, VOID
 from rdflib.plugins.parsers.notation3 import BadSyntax
 
-from fgmm.data.folder import write_atomic
 from fgmm.errors import ConfigError, DataError
+from fgmm.io import write_bytes_atomic as write_atomic
 from fgmm.kg.vocab import (
     DEFAULT_BASE,
     DWC,

@@ -16,56 +16,21 @@ from __future__ import annotations
 
 import os
 import pickle
-import secrets
 import shutil
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
 import fgmm
 from fgmm.errors import DataError
+from fgmm.io import atomic_write, fsync_dir
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "fgmm_version", "model", "optimizer", "scheduler", "scaler", "rng", "epoch",
                  "batch_in_epoch", "global_step", "early_stopping", "history", "config", "train_loss",
                  "seconds")
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename in ``folder`` (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
-    """Call ``write(binary_file)`` on a temp file next to ``path``, fsync it and move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open rather than mkstemp: the file gets the usual umask-based permissions, not 0600
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -119,5 +84,5 @@ def atomic_copy(src: str | Path, dst: str | Path) -> Path:
         with open(src, "rb") as source:
             return atomic_write(dst, lambda handle: shutil.copyfileobj(source, handle))
     os.replace(tmp, dst)
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
     return dst
