@@ -154,12 +154,13 @@ def test_bad_caption_files(tiny_cub: Path) -> None:
     assert ds.meta["skipped_bad"][0]["path"] == str(caption)
 
 
-def test_missing_and_orphan_captions(tiny_cub: Path) -> None:
+def test_missing_and_orphan_captions(tiny_cub: Path, caplog) -> None:
     (tiny_cub / "text_c10" / "001.Red_Test_Bird" / "Red_Test_Bird_0003_16.txt").rename(
         tiny_cub / "text_c10" / "001.Red_Test_Bird" / "Red_Test_Bird_0099_99.txt")
     ds = load_cub(tiny_cub)
     assert ds.meta["missing"]["text"] == ["text_c10/001.Red_Test_Bird/Red_Test_Bird_0003_16.txt"]
     assert ds.meta["captions_without_image"] == 1
+    assert "1 caption file(s) under text_c10 belong to no loaded image" in caplog.text
 
 
 def test_unknown_caption_folder(tiny_cub: Path) -> None:

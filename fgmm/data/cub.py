@@ -438,6 +438,9 @@ def load_cub(root: str | Path, *, require_images: bool = True, holdout: float = 
             fate = "kept without image" if kind == "image" and not require_images else "left out"
             logger.warning("%s: %d %s file(s) named by the metadata are absent (%s), e.g. %s",
                            root, len(items), kind, fate, items[0])
+    if orphans:
+        logger.warning("%s: %d caption file(s) under %s belong to no loaded image and are not used",
+                       root, orphans, CAPTIONS_DIR)
     if skipped:
         logger.warning("%s: %d unreadable file(s) skipped (e.g. %s: %s)", root, len(skipped),
                        skipped[0]["path"], skipped[0]["problem"])
