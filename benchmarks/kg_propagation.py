@@ -1,10 +1,11 @@
 """Time GNN propagation over class–attribute–taxon graphs of growing size.
 
 Measures one forward pass (inference, no gradient) and one forward + backward pass (a training
-step's graph part) of :class:`fgmm.gnn.ClassEmbeddingNetwork` for each GNN layer, on
+step's graph part) of :class:`fgmm.gnn.ClassEmbeddingNetwork` for each GNN layer, and the
+parameter-free :func:`fgmm.gnn.propagation_features` of the closed-form model (row ``descriptors``), on
 
-* the CUB-sized graph: 200 classes × 312 attributes with CUB's class-attribute strengths when
-  ``--root`` points to a CUB root, else random strengths of the same density (512 nodes + taxa);
+* the CUB graph: with ``--root``, the real one from :func:`fgmm.kg.import_cub` (200 species, 170
+  taxa, 312 attributes, 16 parts); else 200 × 312 random strengths of the same density plus genera;
 * random graphs of about 10k and 100k nodes: 80% classes (each linked to 30 random attributes
   with random strengths, and to a genus node shared by 5 classes), the rest attributes.
 
@@ -26,12 +27,13 @@ import numpy as np
 import torch
 from torch_geometric.data import HeteroData
 
-from fgmm.gnn import GNN_LAYERS, ClassEmbeddingNetwork, ClassGraph
+from fgmm.gnn import GNN_LAYERS, ClassEmbeddingNetwork, ClassGraph, propagation_features
 from fgmm.report import write_json_atomic
 
 CUB_NODES = 512  # 200 classes + 312 attributes
 CLASSES_PER_GENUS = 5
 LINKS_PER_CLASS = 30
+DESCRIPTORS = "descriptors"  # the row of fgmm.gnn.propagation_features (no parameters, no backward)
 
 
 def _hetero(class_index: np.ndarray, attribute_index: np.ndarray, strength: np.ndarray, num_classes: int,
@@ -55,15 +57,15 @@ def _hetero(class_index: np.ndarray, attribute_index: np.ndarray, strength: np.n
 
 
 def cub_graph(root: Path | None, rng: np.random.Generator) -> tuple[ClassGraph, str]:
-    """The CUB-sized graph: real strengths under ``root`` or random ones of CUB's density."""
+    """The CUB graph: :func:`fgmm.kg.import_cub` under ``root`` (attributes, parts, taxonomy), else random
+    strengths of CUB's density with a genus above every 5 classes."""
     if root is not None:
-        matrix = np.loadtxt(root / "CUB_200_2011/attributes/class_attribute_labels_continuous.txt") / 100.0
-        source = "CUB class_attribute_labels_continuous.txt"
-    else:
-        matrix = rng.random((200, 312)) * (rng.random((200, 312)) < 0.6)
-        source = "random, 60% dense"
+        from fgmm.kg import import_cub
+
+        return ClassGraph.from_hetero(import_cub(root).to_pyg()), "CUB knowledge graph (fgmm.kg.import_cub)"
+    matrix = rng.random((200, 312)) * (rng.random((200, 312)) < 0.6)
     cls, att = np.nonzero(matrix)
-    return ClassGraph.from_hetero(_hetero(cls, att, matrix[cls, att], *matrix.shape)), source
+    return ClassGraph.from_hetero(_hetero(cls, att, matrix[cls, att], *matrix.shape)), "random, 60% dense"
 
 
 def random_graph(num_nodes: int, rng: np.random.Generator) -> ClassGraph:
@@ -105,13 +107,18 @@ def time_graph(graph: ClassGraph, layer: str, hidden: int, out_dim: int, repeats
     return {"forward_ms": forward_ms, "forward_backward_ms": _median_ms(step, repeats)}
 
 
+def time_descriptors(graph: ClassGraph, repeats: int) -> dict[str, float]:
+    """Median milliseconds of the parameter-free propagation of the closed-form model."""
+    return {"forward_ms": _median_ms(lambda: propagation_features(graph), repeats)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, help="CUB root for the real CUB strengths")
     parser.add_argument("--sizes", type=int, nargs="+", default=[CUB_NODES, 10_000, 100_000])
     parser.add_argument("--layers", nargs="+", default=GNN_LAYERS.names())
     parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--out-dim", type=int, default=512)
+    parser.add_argument("--out-dim", type=int, default=1280, help="1280: the image-feature width the zsl_gnn task uses")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
@@ -124,8 +131,11 @@ def main() -> None:
             graph, source = cub_graph(args.root, rng)
         else:
             graph, source = random_graph(size, rng), "random"
-        for layer in args.layers:
-            timing = time_graph(graph, layer, args.hidden, args.out_dim, args.repeats)
+        for layer in [*args.layers, DESCRIPTORS]:
+            if layer == DESCRIPTORS:
+                timing = time_descriptors(graph, args.repeats)
+            else:
+                timing = time_graph(graph, layer, args.hidden, args.out_dim, args.repeats)
             row = {"nodes": graph.num_nodes, "edges": int(graph.edge_index.size(1)), "layer": layer,
                    "graph": source, **timing}
             rows.append(row)

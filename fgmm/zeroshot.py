@@ -60,10 +60,12 @@ class FeatureWhitening:
 
     Args:
         power: :math:`p` (0.5: signed square root; 1: none).
-        shrinkage: :math:`\varepsilon`.
+        shrinkage: :math:`\varepsilon`. The defaults (with :class:`KGPrototypes`' ``ridge`` and
+            ``taxonomy_weight``) were chosen by zero-shot accuracy on CUB's seen classes only
+            (three splits of 30 stand-in unseen among the 150 seen classes; benchmarks/README.md).
     """
 
-    def __init__(self, power: float = 0.5, shrinkage: float = 1.0):
+    def __init__(self, power: float = 0.5, shrinkage: float = 3.0):
         self.power = power
         self.shrinkage = shrinkage
         self.mean: Tensor | None = None
