@@ -97,7 +97,13 @@ class FeatureWhitening:
 
 
 class ZeroShotModel(Protocol):
-    """What :func:`evaluate_zero_shot` and the ``kg``/``zsl`` tasks need of a model."""
+    """What :func:`evaluate_zero_shot` and the ``kg``/``zsl`` tasks need of a model.
+
+    Attributes:
+        trained: the classes the last :meth:`fit` trained on.
+    """
+
+    trained: list[int]
 
     def fit(self, features: Tensor, labels: Tensor, classes: Sequence[int] | None = None) -> ZeroShotModel:
         """Train on ``features`` of the classes ``classes`` (default: the classes in ``labels``)."""
@@ -344,14 +350,16 @@ class GNNZeroShot:
         self.device = device
         self.whitening = whitening or FeatureWhitening()
         self.model: KGClassifier | None = None
+        self.trained: list[int] = []
 
     def fit(self, features: Tensor, labels: Tensor, classes: Sequence[int] | None = None) -> GNNZeroShot:
         labels = torch.as_tensor(labels).long()
+        self.trained = _classes(labels, classes)
         z = self.whitening.fit(features, labels)(features)
         torch.manual_seed(self.config.seed)
         net = ClassEmbeddingNetwork(self.graph, out_dim=z.shape[1], **self.net_options)
         model = KGClassifier(z.shape[1], net, projection=False, free_weights=self.free_weights, input_dropout=0.0)
-        self.model = fit_classifier(model.to(self.device), z, labels, _classes(labels, classes), self.config)
+        self.model = fit_classifier(model.to(self.device), z, labels, self.trained, self.config)
         return self
 
     def scores(self, features: Tensor) -> Tensor:
@@ -488,22 +496,30 @@ class ZeroShotReport:
     gzsl_uncalibrated: GZSLResult
 
 
+def calibrate_gamma(make_model: Callable[[], ZeroShotModel], features: Tensor, labels: Tensor,
+                    train: np.ndarray, seen: Sequence[int], seed: int = 0) -> float:
+    """The calibrated-stacking ``gamma`` for a model trained on ``seen``, from seen classes only.
+
+    A second model made by ``make_model`` is trained on :func:`calibration_split` of the ``train``
+    samples; ``gamma`` maximises the harmonic mean on its validation part (:func:`choose_gamma`).
+    """
+    labels = torch.as_tensor(labels).long()
+    fit, validation, stand_in_seen = calibration_split(labels.numpy(), train, seen, seed=seed)
+    scores = make_model().fit(features[fit], labels[fit], stand_in_seen).scores(features[validation])
+    position = {c: i for i, c in enumerate(seen)}
+    local = torch.tensor([position[int(c)] for c in labels[validation]])
+    return choose_gamma(scores[:, list(seen)], local, [position[c] for c in stand_in_seen]).gamma
+
+
 def evaluate_zero_shot(make_model: Callable[[], ZeroShotModel], features: Tensor, labels: Tensor,
                        split: ZeroShotSplit, calibrate: bool = True, seed: int = 0) -> ZeroShotReport:
     """Train on the seen classes, then measure ZSL and GZSL (calibrated stacking) accuracy.
 
-    ``gamma`` is chosen by :func:`choose_gamma` on :func:`calibration_split` of the seen classes'
-    training samples with a second model made by ``make_model`` (skipped when ``calibrate`` is
-    false: ``gamma = 0``). No sample of an unseen class is used before testing.
+    ``gamma`` comes from :func:`calibrate_gamma` (``0`` when ``calibrate`` is false). No sample of
+    an unseen class is used before testing.
     """
     labels = torch.as_tensor(labels).long()
-    gamma = 0.0
-    if calibrate:
-        fit, validation, stand_in_seen = calibration_split(labels.numpy(), split.train, split.seen, seed=seed)
-        scores = make_model().fit(features[fit], labels[fit], stand_in_seen).scores(features[validation])
-        position = {c: i for i, c in enumerate(split.seen)}
-        local = torch.tensor([position[int(c)] for c in labels[validation]])
-        gamma = choose_gamma(scores[:, split.seen], local, [position[c] for c in stand_in_seen]).gamma
+    gamma = calibrate_gamma(make_model, features, labels, split.train, split.seen, seed) if calibrate else 0.0
     model = make_model().fit(features[split.train], labels[split.train], split.seen)
     test = np.concatenate([split.test_seen, split.test_unseen])
     scores = model.scores(features[test])

@@ -19,8 +19,10 @@ class × attribute matrix.
   keys ``kg_gnn_top1`` and ``zsl_gnn_unseen50_top1``, ``gzsl_gnn_seen``, ``gzsl_gnn_unseen``,
   ``gzsl_gnn_h``.
 
-Classes with no training image (the demo's held-out classes) are scored in ``kg`` too: only the
-graph lets a model name them.
+Classes with no training image (the demo's held-out classes) are scored in ``kg`` too (only the
+graph lets a model name them), with calibrated stacking whose ``gamma`` (key ``kg_gamma``) is
+chosen on the training classes (:func:`fgmm.zeroshot.calibrate_gamma`); on CUB every class has
+training images and ``gamma`` is 0.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from fgmm.zeroshot import (
     GNNZeroShot,
     KGPrototypes,
     ZeroShotModel,
+    calibrate_gamma,
+    calibrated_stacking,
     evaluate_zero_shot,
     zero_shot_split,
 )
@@ -104,9 +108,18 @@ def _train_test(ctx: TaskContext) -> tuple[np.ndarray, np.ndarray]:
     return train[labels[train] >= 0], test
 
 
-def _top1(model: ZeroShotModel, ctx: TaskContext, test: np.ndarray, **options) -> float:
-    predictions = model.scores(ctx.features["image"][test], **options).argmax(1)
+def _top1(model: ZeroShotModel, ctx: TaskContext, test: np.ndarray, gamma: float = 0.0, **options) -> float:
+    scores = model.scores(ctx.features["image"][test], **options)
+    predictions = calibrated_stacking(scores, model.trained, gamma).argmax(1)
     return float((predictions == ctx.labels(test)).float().mean())
+
+
+def _stacking_gamma(ctx: TaskContext, make_model: Callable[[], ZeroShotModel], train: np.ndarray) -> float:
+    """``gamma`` for calibrated stacking when some classes have no training image (else 0)."""
+    trained = ctx.labels(train).unique().tolist()
+    if len(trained) == ctx.dataset.num_classes:
+        return 0.0
+    return calibrate_gamma(make_model, ctx.features["image"], ctx.labels(), train, trained, ctx.seed)
 
 
 def _choose_blend(ctx: TaskContext, graph: ClassGraph, train: np.ndarray) -> tuple[float, float]:
@@ -132,20 +145,28 @@ def kg_task(ctx: TaskContext) -> dict[str, float]:
     features, labels = ctx.features["image"], ctx.labels()
     train, test = _train_test(ctx)
     shrinkage, weight = _choose_blend(ctx, graph, train)
-    model = KGPrototypes(graph, mean_weight=weight, whitening=FeatureWhitening(shrinkage=shrinkage))
-    model.fit(features[train], labels[train])
+
+    def make_model() -> KGPrototypes:
+        return KGPrototypes(graph, mean_weight=weight, whitening=FeatureWhitening(shrinkage=shrinkage))
+
+    gamma = _stacking_gamma(ctx, make_model, train)
+    model = make_model().fit(features[train], labels[train])
     ctx.shared["kg_model"] = model
-    return {"kg_top1": _top1(model, ctx, test), "kg_top1_nokg": _top1(model, ctx, test, mean_weight=1.0),
-            "kg_mean_weight": weight, "kg_shrinkage": shrinkage}
+    return {"kg_top1": _top1(model, ctx, test, gamma), "kg_top1_nokg": _top1(model, ctx, test, mean_weight=1.0),
+            "kg_mean_weight": weight, "kg_shrinkage": shrinkage, "kg_gamma": gamma}
 
 
 @TASKS.register("kg_gnn")
 def kg_gnn_task(ctx: TaskContext) -> dict[str, float]:
     graph = task_graph(ctx)
     train, test = _train_test(ctx)
-    model = GNNZeroShot(graph, free_weights=True, config=gnn_config(ctx), device=ctx.device)
-    model.fit(ctx.features["image"][train], ctx.labels(train))
-    return {"kg_gnn_top1": _top1(model, ctx, test)}
+
+    def make_model() -> GNNZeroShot:
+        return GNNZeroShot(graph, free_weights=True, config=gnn_config(ctx), device=ctx.device)
+
+    gamma = _stacking_gamma(ctx, make_model, train)
+    model = make_model().fit(ctx.features["image"][train], ctx.labels(train))
+    return {"kg_gnn_top1": _top1(model, ctx, test, gamma)}
 
 
 def _zero_shot(ctx: TaskContext, make_model: Callable[[], ZeroShotModel], prefix: str) -> dict[str, float]:
