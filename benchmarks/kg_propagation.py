@@ -115,7 +115,8 @@ def time_descriptors(graph: ClassGraph, repeats: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, help="CUB root for the real CUB strengths")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[CUB_NODES, 10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[CUB_NODES, 10_000, 100_000],
+                        help=f"node counts; {CUB_NODES} stands for the CUB graph")
     parser.add_argument("--layers", nargs="+", default=GNN_LAYERS.names())
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--out-dim", type=int, default=1280, help="1280: the image-feature width the zsl_gnn task uses")

@@ -19,7 +19,7 @@ from fgmm.io import write_bytes_atomic
 TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("image_top1_logreg", "image only, logistic-regression probe (baseline)"),
     ("image_top1", "image only (fgmm head)"),
-    ("kg_top1", "+ knowledge graph (GNN class embeddings)"),
+    ("kg_top1", "+ knowledge graph (KG class prototypes)"),
     ("image_top1_50", "image only, captioned classes"),
     ("fused_top1_50", "+ text fusion, captioned classes"),
     ("audio_top1", "+ audio"),

@@ -76,18 +76,18 @@ class FeatureWhitening:
         return F.normalize(powered - self.mean, dim=1)
 
     def fit(self, features: Tensor, labels: Tensor) -> FeatureWhitening:
+        r"""Estimate :math:`\boldsymbol{\mu}` and :math:`\mathbf{W}` from training features and labels."""
         features, labels = features.double(), torch.as_tensor(labels)
         powered = F.normalize(features.sign() * features.abs().pow(self.power), dim=1)
         self.mean = powered.mean(0).float()
         centred = self._centred(features).double()
-        classes, inverse = labels.unique(return_inverse=True)
-        sums = torch.zeros(len(classes), centred.shape[1], dtype=torch.float64).index_add_(0, inverse, centred)
+        _, inverse = labels.unique(return_inverse=True)
+        sums = torch.zeros(int(inverse.max()) + 1, centred.shape[1], dtype=torch.float64)
+        sums.index_add_(0, inverse, centred)
         residual = centred - (sums / torch.bincount(inverse).unsqueeze(1))[inverse]
-        covariance = residual.T @ residual / len(residual)
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        eigenvalues, eigenvectors = torch.linalg.eigh(residual.T @ residual / len(residual))
         eigenvalues = eigenvalues.clamp_min(0) + self.shrinkage * eigenvalues.clamp_min(0).mean() + 1e-12
-        self.transform = (eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T
-        self.transform = self.transform.float()
+        self.transform = ((eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T).float()
         return self
 
     def __call__(self, features: Tensor) -> Tensor:
@@ -183,7 +183,7 @@ class KGPrototypes:
         return self
 
     def prototypes(self, mean_weight: float | None = None) -> Tensor:
-        """``[num_labels, d]`` unit class prototypes (``mean_weight`` overrides :math:`\alpha`)."""
+        r"""``[num_labels, d]`` unit class prototypes (``mean_weight`` overrides :math:`\alpha`)."""
         if self.regressed is None or self.means is None:
             raise ConfigError("KGPrototypes is used before fit()")
         alpha = self.mean_weight if mean_weight is None else mean_weight
@@ -256,7 +256,7 @@ class FitConfig:
     Attributes:
         epochs: passes over the training features.
         batch_size: images per step (the graph is propagated once per step).
-        lr: AdamW learning rate (cosine-decayed to zero).
+        lr: peak AdamW learning rate (one-cycle schedule: 10% warm-up, then cosine decay).
         weight_decay: AdamW weight decay.
         label_smoothing: of the cross-entropy.
         seed: seeds initialisation-independent randomness (data order, dropout).
