@@ -9,11 +9,11 @@ sample carries.
 from fgmm.joint.fusion import FUSIONS, AttentionFusion, GatedFusion, MeanFusion
 from fgmm.joint.losses import ClassAwareInfoNCE, JointObjective
 from fgmm.joint.model import FUSED, JointConfig, JointEmbeddingModel
-from fgmm.joint.projection import CosineClassifier, ProjectionHead
+from fgmm.joint.projection import ProjectionHead
 from fgmm.joint.training import CaptionedFeatures, fit_joint, pooled_texts, text_table
 
 __all__ = [
-    "FUSED", "FUSIONS", "AttentionFusion", "CaptionedFeatures", "ClassAwareInfoNCE", "CosineClassifier",
+    "FUSED", "FUSIONS", "AttentionFusion", "CaptionedFeatures", "ClassAwareInfoNCE",
     "GatedFusion", "JointConfig", "JointEmbeddingModel", "JointObjective", "MeanFusion", "ProjectionHead",
     "fit_joint", "pooled_texts", "text_table",
 ]

@@ -8,7 +8,7 @@ r"""The joint embedding model: per-modality projections into one space, fusion a
 :math:`T_m` is modality *m*'s tower (an encoder, or the identity when the batch carries cached
 features), :math:`\mathrm{Proj}_m` a :class:`~fgmm.joint.projection.ProjectionHead`, Fuse a module
 of :data:`~fgmm.joint.fusion.FUSIONS` honouring the presence masks :math:`\mu`, and :math:`W` the
-class prototypes of a :class:`~fgmm.joint.projection.CosineClassifier`. Retrieval across media is
+class prototypes of a :class:`~fgmm.models.heads.CosineClassifier`. Retrieval across media is
 nearest-neighbour search among the :math:`z_m`; recognition reads :math:`\ell` of the fused
 :math:`z` (or of one modality alone). Training minimises :class:`~fgmm.joint.losses.JointObjective`.
 
@@ -43,7 +43,8 @@ from fgmm.encoders.base import Encoder
 from fgmm.errors import ConfigError, DataError
 from fgmm.joint.fusion import FUSIONS
 from fgmm.joint.losses import JointObjective
-from fgmm.joint.projection import CosineClassifier, ProjectionHead
+from fgmm.joint.projection import ProjectionHead
+from fgmm.models.heads import CosineClassifier
 from fgmm.train.checkpoint import atomic_write
 
 FUSED = "fused"
@@ -129,7 +130,13 @@ class JointEmbeddingModel(nn.Module):
         self.projections = nn.ModuleDict({
             m: ProjectionHead(d, config.dim, config.hidden, config.dropout) for m, d in config.input_dims.items()})
         self.fusion = FUSIONS.create(config.fusion, modalities=self.modalities, dim=config.dim)
-        self.classifier = CosineClassifier(config.dim, config.num_classes, prototypes=prototypes)
+        self.classifier = CosineClassifier(config.dim, config.num_classes, scale=16.0, max_scale=100.0)
+        if prototypes is not None:
+            if tuple(prototypes.shape) != (config.num_classes, config.dim):
+                raise ValueError(f"prototypes must be [{config.num_classes}, {config.dim}], "
+                                 f"got {tuple(prototypes.shape)}")
+            with torch.no_grad():
+                self.classifier.weight.copy_(prototypes)
         self.objective = JointObjective(config.pairs, config.contrastive_weight, config.ce_weight,
                                         config.init_temperature, config.instance_weight)
         self._locked: set[str] = set()

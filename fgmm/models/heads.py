@@ -62,6 +62,7 @@ class CosineClassifier(nn.Module):
         num_classes: number of own class vectors; ``None`` when weights always come from outside.
         scale: initial scale :math:`s` (stored as :math:`\sigma = \log s` so it stays positive).
         learn_scale: train :math:`\sigma` (otherwise :math:`s` is fixed).
+        max_scale: upper bound of :math:`s` while training (``None``: unbounded).
         eps: guards the normalisation of zero vectors.
 
     Shapes:
@@ -69,13 +70,14 @@ class CosineClassifier(nn.Module):
     """
 
     def __init__(self, in_dim: int, num_classes: int | None = None, scale: float = 10.0,
-                 learn_scale: bool = True, eps: float = 1e-8):
+                 learn_scale: bool = True, max_scale: float | None = None, eps: float = 1e-8):
         super().__init__()
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
         self.in_dim = in_dim
         self.num_classes = num_classes
         self.eps = eps
+        self.max_log_scale = None if max_scale is None else math.log(max_scale)
         self.register_parameter(
             "weight", None if num_classes is None else nn.Parameter(torch.empty(num_classes, in_dim)))
         log_scale = torch.tensor(math.log(scale))
@@ -92,7 +94,9 @@ class CosineClassifier(nn.Module):
     @property
     def scale(self) -> Tensor:
         """The current scale :math:`s`."""
-        return self.log_scale.exp()
+        if self.max_log_scale is None:
+            return self.log_scale.exp()
+        return self.log_scale.clamp(max=self.max_log_scale).exp()
 
     def forward(self, x: Tensor, weights: Tensor | None = None) -> Tensor:
         """Logits of ``x`` against ``weights`` (``[C, d]``) or the head's own class vectors."""

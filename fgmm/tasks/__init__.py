@@ -60,12 +60,6 @@ class TaskContext:
         """Indices of the samples in split ``part`` (``"train"`` or ``"test"``)."""
         return np.array([i for i, s in enumerate(self.dataset.split) if s == part], dtype=np.int64)
 
-    def seen_indices(self, part: str) -> np.ndarray:
-        """Indices in split ``part`` with a known label of a seen (not zero-shot) class."""
-        idx = self.indices(part)
-        labels = self.dataset.labels[idx]
-        return idx[(labels >= 0) & ~np.isin(labels, self.unseen_classes)]
-
     def trained_indices(self) -> tuple[np.ndarray, np.ndarray]:
         """Supervised protocol: train samples with a known label, and the test samples of classes
         that have training samples (classes with none, like zero-shot classes, are left out)."""
