@@ -188,11 +188,13 @@ class EncodedImages:
         features: ``[len(kept), d]`` float32 features; row ``k`` belongs to ``paths[kept[k]]``.
         kept: indices into the input ``paths`` of the rows of ``features`` (all of them unless skipped).
         skipped: ``(path, problem)`` of every image that could not be read (only with ``skip_bad=True``).
+        encoded: how many distinct files this call ran the encoder on (the others came from the cache).
     """
 
     features: torch.Tensor
     kept: list[int]
     skipped: list[tuple[Path, str]]
+    encoded: int = 0
 
 
 class FeatureCache:
@@ -351,7 +353,7 @@ class FeatureCache:
                 stacklevel=2,
             )
         features = store.gather([keys[i] for i in kept]) if kept else torch.empty((0, encoder.dim))
-        return EncodedImages(features=features, kept=kept, skipped=skipped)
+        return EncodedImages(features=features, kept=kept, skipped=skipped, encoded=len(todo) - len(bad))
 
     def _namespaces(self) -> list[_Namespace]:
         if not self.root.is_dir():

@@ -43,18 +43,15 @@ def encode_dataset_images(dataset: MultiModalDataset, cache: FeatureCache, *,
         raise DataError(dataset.root, f"{len(missing)} samples have no image (first: '{missing[0]}'); "
                                       "image features need an image per sample")
     encoder = create_encoder("vision", vision, image_size=image_size)
-    namespace = encoder.fingerprint()
-    cached_before = sum(row["entries"] for row in cache.info() if row["namespace"] == namespace)
     start = time.perf_counter()
     result = cache.encode_images(encoder, [s.image for s in dataset], batch_size=batch_size,
                                  progress=progress, skip_bad=skip_bad)
     seconds = time.perf_counter() - start
-    cached_after = sum(row["entries"] for row in cache.info() if row["namespace"] == namespace)
-    encoded = cached_after - cached_before
+    encoded = result.encoded
     if result.skipped:
         dataset = dataset.subset(result.kept)
     stats = {
-        "encoder": encoder.name, "encoder_fingerprint": namespace, "dim": encoder.dim,
+        "encoder": encoder.name, "encoder_fingerprint": encoder.fingerprint(), "dim": encoder.dim,
         "preprocessing": encoder.preprocessing(), "encoded": encoded, "seconds": round(seconds, 3),
         "images_per_s": round(encoded / seconds, 2) if encoded else None,
         "skipped": [{"path": str(p), "problem": why} for p, why in result.skipped],

@@ -118,20 +118,20 @@ def test_encode_images_matches_the_encoder_and_hits_next_time(tmp_path, encoder,
     result = cache.encode_images(encoder, images, batch_size=2, num_workers=0, progress=False)
     transform = encoder.transform()
     direct = encoder.encode(torch.stack([transform(load_image(p)) for p in images]))
-    assert result.kept == [0, 1, 2, 3, 4] and result.skipped == []
+    assert result.kept == [0, 1, 2, 3, 4] and result.skipped == [] and result.encoded == 5
     assert torch.allclose(result.features, direct, atol=1e-5)
 
     calls = []
     original = encoder.encode
     monkeypatch.setattr(encoder, "encode", lambda batch: calls.append(len(batch)) or original(batch))
     again = cache.encode_images(encoder, images, num_workers=0, progress=False)
-    assert calls == [] and torch.equal(again.features, result.features)
+    assert calls == [] and torch.equal(again.features, result.features) and again.encoded == 0
 
     # editing a file (new content, size and mtime) re-encodes that file only
     Image.new("RGB", (30, 30), (0, 255, 0)).save(images[2])
     os.utime(images[2], ns=(1_000_000_000, 1_000_000_000))
     edited = cache.encode_images(encoder, images, num_workers=0, progress=False)
-    assert calls == [1]
+    assert calls == [1] and edited.encoded == 1
     assert torch.equal(edited.features[[0, 1, 3, 4]], result.features[[0, 1, 3, 4]])
     assert not torch.allclose(edited.features[2], result.features[2])
 
