@@ -52,7 +52,7 @@ def detect_format(root: str | Path) -> str:
         if DATASET_FORMATS.create(name).detect(root):
             return name
     raise DataError(root, "not a dataset root: expected CUB_200_2011/images.txt (CUB-200-2011 layout) "
-                          "or samples.csv (fgmm folder format, datasets/folder-format.md)")
+                          "or samples.csv (fgmm folder format; `fgmm data generate DIR` writes an example)")
 
 
 def load_dataset(root: str | Path, format: str | None = None, **kwargs) -> MultiModalDataset:

@@ -17,13 +17,13 @@ Instance IRIs are ``<base><segment>/<percent-encoded name>`` (segments: ``class`
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 from urllib.parse import quote, unquote
 
 from rdflib import Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DCTERMS, PROV, RDFS, SH, VOID, XSD, DefinedNamespace
 
 from fgmm.errors import ConfigError
+from fgmm.resources import knowledge_file  # noqa: F401  (re-exported: shipped Turtle files)
 
 
 class FGMM(DefinedNamespace):
@@ -69,18 +69,6 @@ KINDS: dict[str, tuple[URIRef, str]] = {
 
 #: characters kept as they are in IRI path segments (RFC 3987 sub-delims, ':' and '@'; not '/', '&', "'")
 SAFE = ":@!$()*+,;="
-
-#: where the shipped Turtle files live (``knowledge/`` at the repository root)
-KNOWLEDGE_DIR = Path(__file__).resolve().parents[2] / "knowledge"
-
-
-def knowledge_file(name: str) -> Path:
-    """Path of a shipped knowledge file (``fgmm.ttl``, ``shapes.ttl``, ``cub_taxonomy.ttl``, ...)."""
-    path = KNOWLEDGE_DIR / name
-    if not path.is_file():
-        raise ConfigError(f"shipped knowledge file '{name}' not found in {KNOWLEDGE_DIR}")
-    return path
-
 
 def check_base(base: str) -> str:
     """Return ``base`` if it is an absolute http(s) IRI ending in ``/`` or ``#``."""

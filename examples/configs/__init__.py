@@ -1,0 +1,1 @@
+"""Example experiment configs, shipped as ``fgmm.configs``: read them with :func:`fgmm.resources.example_config`."""
