@@ -8,8 +8,13 @@ so an edited file is encoded again).
 
 Layout (one folder per namespace)::
 
+    root/<namespace>/.fgmm.json                  ownership marker (fgmm.ownership): fgmm created this folder
     root/<namespace>/meta.json                   what produced the features (encoder name, preprocessing, ...)
     root/<namespace>/shard-<time>-<pid>-<id>.safetensors   rows + their keys (header metadata)
+
+Only folders carrying the marker (or, for caches written before markers, a ``meta.json`` with the cache
+format stamp) are namespaces: :meth:`FeatureCache.clear` deletes nothing else, and inside a namespace
+only the files the cache writes. Writing into an existing folder that is not a namespace is refused.
 
 Shards are append-only and self-describing: a shard's safetensors header holds the keys of its rows,
 so the index of a namespace is the union of its shard headers and there is no second file to keep
@@ -24,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 import uuid
 import warnings
@@ -32,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import safetensors
 import safetensors.torch
@@ -40,14 +44,34 @@ import torch
 from tqdm.auto import tqdm
 
 from fgmm.data.images import image_loader
-from fgmm.encoders.base import Encoder
 from fgmm.errors import ConfigError, DataError
 from fgmm.io import write_bytes_atomic
+from fgmm.ownership import claim_folder, is_owned, remove_owned_folder
+
+if TYPE_CHECKING:  # the encoders import the cache (audio features), so only for annotations
+    from fgmm.encoders.base import Encoder
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _SHARD_GLOB = "shard-*.safetensors"
 _FORMAT = "fgmm-feature-cache/1"
+NAMESPACE_KIND = "cache-namespace"
+#: the files a namespace holds (besides its marker and the temporaries of interrupted writes)
+NAMESPACE_FILES = (_SHARD_GLOB, "meta.json")
+
+
+def _legacy_namespace(folder: Path) -> bool:
+    """A namespace written before ownership markers: its meta.json carries the cache format stamp."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == _FORMAT and meta.get("namespace") == folder.name
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
 
 
 def image_key(path: str | Path) -> str:
@@ -228,11 +252,20 @@ class FeatureCache:
 
     @contextmanager
     def _writer(self, namespace: _Namespace, meta: Mapping[str, Any] | None) -> Iterator[_Writer]:
-        """Open ``namespace`` for writing; on success merge the shards written meanwhile into one."""
-        namespace.folder.mkdir(parents=True, exist_ok=True)
-        namespace.write_meta(meta or {})
+        """Open ``namespace`` for writing; on success merge the shards written meanwhile into one.
+
+        A namespace this call created is removed again when the call fails before storing a row.
+        """
+        created = not namespace.folder.exists()
+        claim_folder(namespace.folder, NAMESPACE_KIND, legacy=_legacy_namespace, what="feature cache namespace")
         writer = _Writer(namespace, self.dtype)
-        yield writer
+        try:
+            namespace.write_meta(meta or {})
+            yield writer
+        except BaseException:
+            if created and not namespace.shards():
+                remove_owned_folder(namespace.folder, NAMESPACE_KIND, NAMESPACE_FILES)
+            raise
         if len(writer.written) > 1:
             namespace.merge(writer.written)
 
@@ -259,6 +292,7 @@ class FeatureCache:
         Returns:
             ``[len(keys), d]`` float32 tensor (as stored: float16 storage rounds the first result too).
         """
+        _check_batch_size(batch_size)
         store = self._namespace(namespace)
         index = store.index()
         first: dict[str, int] = {}
@@ -308,6 +342,7 @@ class FeatureCache:
                 f"encoder '{encoder.name}' is not frozen: the features of a trainable encoder change while "
                 "it trains and cannot be cached; create it with frozen=True"
             )
+        _check_batch_size(batch_size)
         encoder.eval()
         store = self._namespace(encoder.fingerprint())
         keys: list[str | None] = []
@@ -358,12 +393,8 @@ class FeatureCache:
     def _namespaces(self) -> list[_Namespace]:
         if not self.root.is_dir():
             return []
-        return [
-            _Namespace(folder)
-            for folder in sorted(self.root.iterdir())
-            if folder.is_dir() and _NAMESPACE.fullmatch(folder.name)
-            and ((folder / "meta.json").exists() or any(folder.glob(_SHARD_GLOB)))
-        ]
+        return [_Namespace(folder) for folder in sorted(self.root.iterdir())
+                if _NAMESPACE.fullmatch(folder.name) and is_owned(folder, NAMESPACE_KIND, _legacy_namespace)]
 
     def info(self) -> list[dict[str, Any]]:
         """One dict per namespace: ``namespace``, ``encoder`` (or ``None``), ``modality``, ``dim``,
@@ -383,11 +414,24 @@ class FeatureCache:
         return rows
 
     def clear(self, namespace: str | None = None) -> list[str]:
-        """Delete one namespace (or all of them); returns the namespaces deleted."""
-        targets = [self._namespace(namespace)] if namespace is not None else self._namespaces()
+        """Delete one namespace (or all of them); returns the namespaces deleted.
+
+        Only folders fgmm marked as namespaces are touched, and in them only the files the cache writes;
+        a namespace holding other files keeps them (and its folder), with a warning.
+
+        Raises:
+            OwnershipError: ``namespace`` names a folder that is not a feature-cache namespace.
+        """
+        if namespace is not None:
+            target = self._namespace(namespace)
+            targets = [target] if target.folder.exists() else []
+        else:
+            targets = self._namespaces()
         cleared = []
         for target in targets:
-            if target.folder.is_dir():
-                shutil.rmtree(target.folder)
-                cleared.append(target.name)
+            left = remove_owned_folder(target.folder, NAMESPACE_KIND, NAMESPACE_FILES, _legacy_namespace)
+            cleared.append(target.name)
+            if left:
+                warnings.warn(f"{target.folder}: kept {len(left)} entr{'y' if len(left) == 1 else 'ies'} that the "
+                              f"cache did not create (e.g. {left[0].name})", stacklevel=2)
         return cleared

@@ -30,6 +30,10 @@ class DataError(FgmmError):
         super().__init__(f"{where}{problem}")
 
 
+class OwnershipError(DataError):
+    """fgmm refuses to write into, overwrite or delete something it did not create (see :mod:`fgmm.ownership`)."""
+
+
 class ConfigError(FgmmError):
     """A configuration file or value is invalid (unknown key, wrong type, out of range)."""
 

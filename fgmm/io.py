@@ -1,4 +1,9 @@
-"""Atomic file writes: readers see the old file or the complete new one, never half of it."""
+"""Atomic file writes: readers see the old file or the complete new one, never half of it.
+
+A write goes to ``.<name>.<pid>.<random>.tmp`` next to the target, is fsync'ed and renamed over it. A
+process killed mid-write leaves that temporary behind; the next write of the same file removes the
+temporaries of processes that are no longer running (:func:`remove_stale_temporaries`).
+"""
 
 from __future__ import annotations
 
@@ -23,10 +28,51 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists (on this machine)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but belongs to someone else, or the check is not supported: keep its file
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete ``.<name>.<pid>.*.tmp`` files next to ``path`` left by processes that are gone.
+
+    Temporaries of running processes (a concurrent writer of the same file) are kept. Returns the
+    files removed.
+    """
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        entries = [e.name for e in os.scandir(path.parent) if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except OSError:
+        return []
+    for name in entries:
+        pid = name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            stale = path.with_name(name)
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
-    """Call ``write(binary_file)`` on a temp file next to ``path``, fsync it and move it into place."""
+    """Call ``write(binary_file)`` on a temp file next to ``path``, fsync it and move it into place.
+
+    When ``path`` already exists (a file that is rewritten, like ``last.ckpt``), temporaries that
+    killed writers left next to it are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     # os.open rather than mkstemp: the file gets the usual umask-based permissions, not 0600
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)

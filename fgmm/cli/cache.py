@@ -26,8 +26,8 @@ def _cache(folder: Path | None):
 def build(
     root: Path = typer.Argument(..., help="dataset root"),
     vision: str = typer.Option("efficientnet_lite2", help="vision encoder (any timm name)"),
-    image_size: int | None = typer.Option(None, help="input size (default: the model's)"),
-    batch_size: int = typer.Option(32, help="images per forward pass"),
+    image_size: int | None = typer.Option(None, min=1, help="input size (default: the model's)"),
+    batch_size: int = typer.Option(32, min=1, help="images per forward pass"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="skip unreadable images (listed) instead of failing"),
     cache: Path | None = CACHE_OPTION,
 ) -> None:
@@ -65,6 +65,6 @@ def clear(
     namespace: str | None = typer.Option(None, help="only this namespace (default: everything)"),
     cache: Path | None = CACHE_OPTION,
 ) -> None:
-    """Delete cached features."""
+    """Delete cached features: only folders fgmm marked as cache namespaces, and in them only its own files."""
     removed = _cache(cache).clear(namespace)
     console.print(f"removed {len(removed)} namespace(s)")

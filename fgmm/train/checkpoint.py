@@ -9,7 +9,8 @@ number or string, so it loads with ``torch.load(weights_only=True)``.
 
 Writes are atomic: the data goes to a temporary file in the destination folder, is flushed and
 fsync'ed, then ``os.replace``'d over the target. A crash leaves either the old or the new
-checkpoint, never a torn one; a leftover ``.<name>.*.tmp`` file is never read.
+checkpoint, never a torn one; a leftover ``.<name>.*.tmp`` file is never read, and the next save
+removes it (:func:`fgmm.io.remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 import fgmm
 from fgmm.errors import DataError
-from fgmm.io import atomic_write, fsync_dir
+from fgmm.io import atomic_write, fsync_dir, remove_stale_temporaries
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "fgmm_version", "model", "optimizer", "scheduler", "scaler", "rng", "epoch",
@@ -76,6 +77,7 @@ def atomic_copy(src: str | Path, dst: str | Path) -> Path:
     :func:`save_checkpoint` replaces files rather than rewriting them in place.
     """
     src, dst = Path(src), Path(dst)
+    remove_stale_temporaries(dst)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link.tmp")
     tmp.unlink(missing_ok=True)
     try:
