@@ -13,6 +13,7 @@ Layout (datasets/cub200.md)::
         parts/parts.txt  parts/part_locs.txt                                    (optional)
       text_c10/<NNN.Class_Name>/<image stem>.txt   captions, one per line      (optional)
       audio/recordings.csv + audio files          class-level recordings       (optional)
+      image_locations.csv                         per-image place/date/record  (optional)
 
 Images listed in ``images.txt`` but absent from ``images/`` are left out, counted and listed in
 ``dataset.meta["missing"]["image"]`` and logged as a warning. Metadata is parsed in one vectorised
@@ -36,6 +37,7 @@ from fgmm.data.folder import read_text_lines, resolve_inside
 from fgmm.data.sample import MultiModalDataset, Sample
 from fgmm.data.splits import holdout_protocol, holdout_split
 from fgmm.errors import DataError
+from fgmm.geo.metadata import read_image_locations
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ CUB_CAPTION_CLASS_IDS: tuple[int, ...] = (
     98, 101, 102, 103, 112, 114, 119, 121, 130, 135, 138, 147, 156, 163, 165, 166, 180, 183, 185, 186, 187, 197,
 )
 RECORDINGS_CSV = "audio/recordings.csv"
+LOCATIONS_CSV = "image_locations.csv"
 
 
 def is_cub_root(root: str | Path) -> bool:
@@ -325,6 +328,20 @@ class _CubReader:
                     skipped.append({"path": str(path), "problem": exc.problem})
         return orphans
 
+    def add_locations(self, samples: list[Sample]) -> None:
+        """Set ``location``, ``time`` and ``meta["location_record"]`` (the occurrence record the place
+        was drawn from) from ``image_locations.csv``; images without a row keep none."""
+        path = self.root / LOCATIONS_CSV
+        if not path.is_file():
+            return
+        places = read_image_locations(path)
+        for sample in samples:
+            place, record = places.get(int(sample.id), (None, ""))
+            if place is None or place.location is None:
+                continue
+            sample.location, sample.time = place.location, place.time
+            sample.meta.update(location_record=record, has_hour=place.has_hour)
+
     def recordings(self) -> list[Sample]:
         path = self.root / RECORDINGS_CSV
         if not path.is_file():
@@ -384,6 +401,8 @@ def load_cub(root: str | Path, *, require_images: bool = True, holdout: float = 
     Labels are ``class_id - 1``; ``Sample.id`` is the official image id; ``Sample.meta`` holds
     ``class_id`` (1-based), ``class_folder``, ``relpath``, ``bbox`` (raw ``(x, y, w, h)``, see
     :func:`clip_bbox`) and ``parts`` (``{part name: (x, y)}`` of the visible parts).
+    ``location``/``time`` come from the optional ``image_locations.csv`` (``meta["location_record"]`` names
+    the occurrence record each place was drawn from).
     ``class_attributes`` is the continuous matrix divided by 100. Recordings are per class and go to
     ``dataset.recordings`` (audio-only samples with location, date and xeno-canto credits in meta).
 
@@ -424,6 +443,7 @@ def load_cub(root: str | Path, *, require_images: bool = True, holdout: float = 
                         f"none of the {listed} listed images is usable under {reader.images_dir}: "
                         "the dataset is empty")
     reader.add_boxes(samples)
+    reader.add_locations(samples)
     part_names = reader.add_parts(samples)
     attribute_names, attributes = reader.attributes()
     orphans = reader.add_captions(samples, skip_bad, skipped)

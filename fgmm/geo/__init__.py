@@ -1,0 +1,1 @@
+"""Where and when: geo/time metadata, the ``"geo"`` encoder, a presence-only prior and range maps."""
