@@ -11,101 +11,14 @@
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
-from PIL import Image, ImageDraw
+from tiny_cub import build_tiny_cub  # tests/tiny_cub.py (pytest puts tests/ on sys.path)
 
 from fgmm.data.procedural import generate_procedural
 from fgmm.data.sample import MultiModalDataset
-
-TINY_CUB_CLASSES = ("001.Red_Test_Bird", "002.Green_Test_Bird", "003.Blue_Test_Bird")
-TINY_CUB_COLORS = ((200, 40, 40), (40, 170, 60), (40, 70, 200))
-TINY_CUB_ATTRIBUTES = ("has_bill_shape::hooked", "has_wing_color::red", "has_wing_color::green",
-                       "has_wing_color::blue")
-IMAGES_PER_CLASS = 4
-
-
-def tiny_cub_image_id(class_index: int, k: int) -> int:
-    """Official-style, non-contiguous ids: class 0 -> 10, 12, 14, 16; class 1 -> 20, ...; class 2 -> 30, ..."""
-    return 10 * (class_index + 1) + 2 * k
-
-
-def _jpeg(color: tuple[int, int, int], k: int) -> bytes:
-    image = Image.new("RGB", (40, 30), color)
-    ImageDraw.Draw(image).rectangle((4 + 6 * k, 6, 12 + 6 * k, 20), fill=(250, 250, 250))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def _lines(path: Path, rows: Sequence[object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{row}\n" for row in rows), encoding="utf-8")
-
-
-def build_tiny_cub(root: Path, *, test_ids: Sequence[int] = (), missing: int = 0, corrupt: bool = False,
-                   duplicate: bool = False) -> Path:
-    """Write a tiny CUB tree under ``root`` and return ``root``.
-
-    Args:
-        test_ids: image ids marked ``is_train=0`` in train_test_split.txt (official split).
-        missing: extra rows in images.txt (class 3, ids 90, 91, ...) whose files are absent.
-        corrupt: truncate the JPEG of image 10 (class 1).
-        duplicate: make image 22 a byte copy of image 20 (class 2).
-    """
-    cub = root / "CUB_200_2011"
-    _lines(cub / "classes.txt", [f"{i + 1} {name}" for i, name in enumerate(TINY_CUB_CLASSES)])
-    images, labels, split, boxes, parts = [], [], [], [], []
-    for c, (folder, color) in enumerate(zip(TINY_CUB_CLASSES, TINY_CUB_COLORS, strict=True)):
-        stem = folder.split(".", 1)[1]
-        for k in range(IMAGES_PER_CLASS):
-            image_id = tiny_cub_image_id(c, k)
-            relpath = f"{folder}/{stem}_{k:04d}_{image_id}.jpg"
-            (cub / "images" / folder).mkdir(parents=True, exist_ok=True)
-            (cub / "images" / relpath).write_bytes(_jpeg(color, k))
-            images.append(f"{image_id} {relpath}")
-            labels.append(f"{image_id} {c + 1}")
-            split.append(f"{image_id} {0 if image_id in test_ids else 1}")
-            boxes.append(f"{image_id} 5.0 5.0 40.0 30.0" if image_id == 10 else f"{image_id} 2.0 3.0 30.0 20.0")
-            parts += [f"{image_id} 1 30.0 12.0 1", f"{image_id} 2 24.0 10.0 1", f"{image_id} 3 0.0 0.0 0"]
-    for extra in range(missing):
-        image_id = 90 + extra
-        images.append(f"{image_id} {TINY_CUB_CLASSES[2]}/Blue_Test_Bird_9999_{image_id}.jpg")
-        labels.append(f"{image_id} 3")
-        split.append(f"{image_id} 1")
-    _lines(cub / "images.txt", images)
-    _lines(cub / "image_class_labels.txt", labels)
-    _lines(cub / "train_test_split.txt", split)
-    _lines(cub / "bounding_boxes.txt", boxes)
-    _lines(cub / "parts" / "parts.txt", ["1 beak", "2 left eye", "3 tail"])
-    _lines(cub / "parts" / "part_locs.txt", parts)
-    _lines(root / "attributes.txt", [f"{i + 1} {name}" for i, name in enumerate(TINY_CUB_ATTRIBUTES)])
-    _lines(cub / "attributes" / "class_attribute_labels_continuous.txt",
-           ["50.0 100.0 0.0 0.0", "0.0 10.0 80.0 0.0", "25.0 0.0 0.0 75.5"])
-    for k in range(IMAGES_PER_CLASS):
-        stem = f"Red_Test_Bird_{k:04d}_{tiny_cub_image_id(0, k)}"
-        _lines(root / "text_c10" / TINY_CUB_CLASSES[0] / f"{stem}.txt",
-               [f"this red bird number {k} has a hooked bill.", "a small red bird with red wings."])
-    audio = root / "audio"
-    audio.mkdir(parents=True, exist_ok=True)
-    tone = 0.3 * np.sin(2 * np.pi * 2000 * np.arange(1600) / 16000)
-    sf.write(audio / f"{TINY_CUB_CLASSES[1]}.wav", tone.astype(np.float32), 16000, subtype="PCM_16")
-    (audio / "recordings.csv").write_text(
-        "file,class,xeno_canto_id,recordist,latitude,longitude,year,licence,locality,date,url\n"
-        f"{TINY_CUB_CLASSES[1]}.wav,{TINY_CUB_CLASSES[1]},XC1,Test Recordist,45.5,-122.25,2020,"
-        "CC BY-NC-SA,\"Somewhere, Oregon\",2020-02-16,https://xeno-canto.org/1\n", encoding="utf-8")
-    if corrupt:
-        first = cub / "images" / f"{TINY_CUB_CLASSES[0]}/Red_Test_Bird_0000_10.jpg"
-        first.write_bytes(first.read_bytes()[:200])
-    if duplicate:
-        source = cub / "images" / f"{TINY_CUB_CLASSES[1]}/Green_Test_Bird_0000_20.jpg"
-        (cub / "images" / f"{TINY_CUB_CLASSES[1]}/Green_Test_Bird_0001_22.jpg").write_bytes(source.read_bytes())
-    return root
 
 
 @pytest.fixture
