@@ -5,9 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fgmm-installed
 
-.PHONY: install demo test lint bench-cub clean
+.PHONY: install demo test smoke lint bench-cub clean
 
-$(STAMP): pyproject.toml requirements/torch.txt
+$(STAMP): pyproject.toml setup.py requirements/torch.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements/torch.txt
@@ -22,6 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check fgmm tests benchmarks examples
 	$(BIN)/python -m pytest -q
+
+# build the wheel, install it in a fresh venv outside the checkout, use it there (CI runs this too)
+smoke:
+	PYTHON=$(PYTHON) .ci/smoke_wheel.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check fgmm tests benchmarks examples

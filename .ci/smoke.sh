@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# What a new user does with an installed fgmm, in the current folder (run by .ci/smoke_wheel.sh in a
+# fresh virtual environment outside the checkout). Needs `fgmm` and `python` of that environment on
+# PATH, FGMM_REPO (the checkout: only tests/tiny_cub.py is read from it, to write a tiny CUB tree).
+set -euo pipefail
+say() { echo "-- $*"; }
+
+say "fgmm is the installed one, not the checkout's"
+python - <<'PY'
+import os, fgmm
+from importlib.metadata import version
+assert "site-packages" in fgmm.__file__ and not fgmm.__file__.startswith(os.environ["FGMM_REPO"]), fgmm.__file__
+assert version("fgmm") == fgmm.__version__
+print("fgmm", fgmm.__version__, "from", os.path.dirname(fgmm.__file__))
+PY
+fgmm --version
+fgmm --help >/dev/null
+
+say "shipped package data: knowledge files and example configs"
+python -c "from fgmm.resources import knowledge_file, example_config; print(knowledge_file('shapes.ttl')); \
+print(example_config('cub_head'))"
+
+say "author and validate a knowledge graph (SHACL shapes shipped in the wheel)"
+fgmm kg new birds.ttl --title "smoke birds"
+fgmm kg add-class birds.ttl Setophaga --rank genus
+fgmm kg add-class birds.ttl Yellow_Warbler --parent Setophaga --rank species
+fgmm kg add-attribute birds.ttl has_breast_pattern::striped --group has_breast_pattern --part breast
+fgmm kg link birds.ttl Yellow_Warbler has_breast_pattern::striped 0.8
+fgmm kg validate birds.ttl
+
+say "a tiny CUB-200-2011 tree: data check, import-cub (shipped taxonomy), validate"
+python "$FGMM_REPO/tests/tiny_cub.py" cub200
+fgmm data check cub200 --shallow
+fgmm kg import-cub cub200 --out cub.ttl
+fgmm kg validate cub.ttl
+
+say "train and evaluate on the procedural set"
+fgmm data generate proc --classes 4 --images 6 --unseen 0 --noise 0 --no-audio
+fgmm train --data proc --vision efficientnet_lite0 --epochs 3 --out run
+fgmm evaluate run
+test -f run/eval.json
+
+# ---- predict (issue 10) --------------------------------------------------------------------------
+# When `fgmm predict` lands, uncomment:
+#   fgmm predict run proc/images/000-000.jpg --json > predict.json
+#   python -c "import json; r = json.load(open('predict.json')); assert r, r"
+# ----------------------------------------------------------------------------------------------------
+
+say "retrieval: index a folder of images, query it with an image"
+fgmm index build --images proc/images --vision efficientnet_lite0 --out photo-index
+fgmm retrieve --index photo-index --image proc/images/000-000.jpg -k 3 --json > hits.json
+python -c "import json; r = json.load(open('hits.json'))['results']; assert len(r) == 3 and r[0]['score'] > 0.99, r"
+say "smoke test passed"
