@@ -1,0 +1,193 @@
+"""Image->image retrieval: the class-disjoint protocol's metrics, metric losses and heads, re-ranking,
+multi-view descriptors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fgmm.errors import ConfigError, DataError
+from fgmm.retrieval.metric import (
+    METRIC_LOSSES,
+    MetricEmbeddingModel,
+    MetricHeadConfig,
+    create_metric_loss,
+    fit_metric_head,
+)
+from fgmm.retrieval.protocol import class_split, self_retrieval_metrics
+from fgmm.retrieval.rerank import RERANKERS, create_reranker
+from fgmm.train import TrainConfig
+
+
+def _direction(dim: int, toward: dict[int, float]) -> torch.Tensor:
+    """Unit vector from e0 rotated by the given angles (degrees) toward other axes (small-angle composition)."""
+    v = torch.zeros(dim)
+    v[0] = 1.0
+    for axis, degrees in toward.items():
+        v[axis] = math.tan(math.radians(degrees))
+    return F.normalize(v, dim=0)
+
+
+# ---------------------------------------------------------------------------------------- protocol metrics
+def test_self_retrieval_metrics_hand_made():
+    # labels 0 0 1 1; the diagonal is ignored (query excluded)
+    scores = torch.tensor([[9.0, 0.2, 0.9, 0.1],    # wrong first, right second  -> rank 2, AP 1/2
+                           [0.8, 9.0, 0.1, 0.3],    # right first                -> rank 1, AP 1
+                           [0.5, 0.4, 9.0, 0.3],    # two wrong, then right      -> rank 3, AP 1/3
+                           [0.1, 0.2, 0.7, 9.0]])   # right first                -> rank 1, AP 1
+    metrics = self_retrieval_metrics(scores, torch.tensor([0, 0, 1, 1]))
+    assert metrics["R@1"] == pytest.approx(0.5)
+    assert metrics["R@2"] == pytest.approx(0.75)
+    assert metrics["R@4"] == metrics["R@8"] == pytest.approx(1.0)
+    assert metrics["mAP"] == pytest.approx((0.5 + 1 + 1 / 3 + 1) / 4)
+
+
+def test_self_retrieval_metrics_rejects_singleton_class():
+    with pytest.raises(DataError, match="alone in their class"):
+        self_retrieval_metrics(torch.zeros(3, 3), torch.tensor([0, 0, 1]))
+
+
+def test_class_split_is_by_label_order():
+    train, evaluation = class_split([3, 0, 1, 2, 1, 3])
+    assert (train, evaluation) == ([0, 1], [2, 3])
+    with pytest.raises(DataError):
+        class_split([0, 0])
+
+
+# ---------------------------------------------------------------------------------------- metric losses
+@pytest.mark.parametrize("name", METRIC_LOSSES.names())
+def test_every_metric_loss_has_the_uniform_interface(name):
+    loss = create_metric_loss(name, num_classes=3, dim=8)
+    z = torch.randn(12, 8, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1, 2, -1, -1, 0])
+    value = loss(F.normalize(z, dim=1), labels)
+    assert value.ndim == 0 and torch.isfinite(value)
+    value.backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+    assert float(z.grad[9:11].abs().sum()) == 0.0  # unknown labels are left out
+    assert float(loss(F.normalize(z[:1], dim=1), labels[:1]).detach()) == 0.0  # fewer than two labelled rows
+
+
+def test_unknown_metric_loss_lists_the_choices():
+    with pytest.raises(ConfigError, match="proxy_anchor"):
+        MetricHeadConfig(in_dim=4, num_classes=2, loss="triplet-ish")
+
+
+def test_proxy_lr_scale_keeps_the_initial_proxies():
+    torch.manual_seed(0)
+    plain = create_metric_loss("proxy_anchor", 4, 6, proxy_lr_scale=1.0)
+    torch.manual_seed(0)
+    scaled = create_metric_loss("proxy_anchor", 4, 6, proxy_lr_scale=100.0)
+    assert torch.allclose(plain.loss.proxies, scaled.loss.proxies)
+    original = dict(scaled.named_parameters())["loss.parametrizations.proxies.original"]
+    assert torch.allclose(original * 100, scaled.loss.proxies)
+
+
+def _toy(n_per_class: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """4 classes that differ in 2 of 16 dimensions; the other 14 carry class-independent noise."""
+    labels = torch.arange(4).repeat_interleave(n_per_class)
+    centres = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    signal = centres[labels] + 0.15 * torch.randn(len(labels), 2, generator=generator)
+    noise = torch.randn(len(labels), 14, generator=generator)
+    return torch.cat([signal, noise], dim=1), labels
+
+
+@pytest.mark.parametrize("loss", ["proxy_anchor", "multi_similarity"])
+def test_metric_head_separates_a_toy_dataset(loss):
+    generator = torch.Generator().manual_seed(0)
+    x_train, y_train = _toy(40, generator)
+    x_test, y_test = _toy(20, generator)
+    raw = self_retrieval_metrics(F.normalize(x_test, dim=1) @ F.normalize(x_test, dim=1).T, y_test)
+    # few epochs of many small batches: the Trainer checkpoints at every epoch end
+    model = fit_metric_head(x_train, y_train, train=TrainConfig(epochs=4, batch_size=8, lr=1e-2, progress=False,
+                                                                  amp="off"), dim=8, loss=loss)
+    z = model.embed_all(x_test)
+    learned = self_retrieval_metrics(z @ z.T, y_test)
+    assert raw["R@1"] < 0.8
+    assert learned["R@1"] > 0.9 and learned["mAP"] > raw["mAP"] + 0.2
+
+
+def test_metric_head_save_load_roundtrip(tmp_path):
+    model = MetricEmbeddingModel(MetricHeadConfig(in_dim=6, num_classes=3, dim=4, hidden=8)).eval()
+    x = torch.randn(5, 6)
+    path = model.save(tmp_path / "head.pt")
+    again = MetricEmbeddingModel.load(path)
+    assert torch.allclose(model.embed_all(x), again.embed_all(x))
+    out = again({"image": x, "label": torch.tensor([0, 1, 2, 0, 1])})
+    assert out["embedding"].shape == (5, 4) and out["loss"].ndim == 0
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="bad.pt"):
+        MetricEmbeddingModel.load(tmp_path / "bad.pt")
+
+
+def test_metric_model_trains_a_tower_end_to_end():
+    """The GPU path: the same module with a trainable tower in front of the head."""
+    tower = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 6))
+    model = MetricEmbeddingModel(MetricHeadConfig(in_dim=6, num_classes=2, dim=4, loss="supcon"), tower=tower)
+    out = model({"image": torch.randn(8, 3, 2, 2), "label": torch.tensor([0, 1] * 4)})
+    out["loss"].backward()
+    assert tower[1].weight.grad is not None
+
+
+# ---------------------------------------------------------------------------------------- re-ranking
+def test_kreciprocal_fixes_a_non_reciprocal_nearest_neighbour():
+    """q's nearest item x belongs to a tight cluster B that does not have q among its neighbours; q's
+    own cluster A is slightly farther but mutual. Cosine ranks x first, k-reciprocal an item of A."""
+    dim = 12
+    q = _direction(dim, {})
+    a = [_direction(dim, {i: 12.0}) for i in range(1, 5)]
+    x = _direction(dim, {5: 10.0})
+    b = [_direction(dim, {5: 14.0, 5 + j: 3.0}) for j in range(1, 5)]
+    gallery = torch.stack([q, *a, x, *b])
+    labels = torch.tensor([0] * 5 + [1] * 5)
+    self_index = torch.tensor([0])
+    cosine = create_reranker("none")(q[None], gallery, self_index)
+    assert int(cosine.argmax()) == 5 and float(cosine[0, 0]) == -math.inf
+    reranked = create_reranker("kreciprocal", k1=4, k2=1, lambda_=0.3)(q[None], gallery, self_index)
+    assert int(labels[reranked.argmax()]) == 0
+    assert float(reranked[0, 0]) == -math.inf
+    # the same answer when the query is not a gallery item
+    outside = create_reranker("kreciprocal", k1=4, k2=1, lambda_=0.3)(q[None], gallery[1:])
+    assert int(labels[1:][outside.argmax()]) == 0
+
+
+def test_alpha_query_expansion_pulls_in_the_second_match():
+    """q's top-1 a1 is right; a2 lies beyond a1, a little farther from q than the distractor x.
+    Expanding q with a1 moves a2 above x."""
+    dim = 4
+    q = _direction(dim, {})
+    a1, a2, x = _direction(dim, {1: 4.0}), _direction(dim, {1: 11.0}), _direction(dim, {2: 10.0})
+    gallery = torch.stack([a1, a2, x])
+    assert torch.argsort(create_reranker("none")(q[None], gallery), descending=True)[0].tolist() == [0, 2, 1]
+    expanded = create_reranker("aqe", k=1, alpha=3.0)(q[None], gallery)
+    assert torch.argsort(expanded, descending=True)[0].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", RERANKERS.names())
+def test_every_reranker_excludes_the_query_and_keeps_shapes(name):
+    torch.manual_seed(0)
+    gallery = torch.randn(30, 5)
+    scores = create_reranker(name)(gallery[:7], gallery, torch.arange(7))
+    assert scores.shape == (7, 30)
+    assert bool((scores[torch.arange(7), torch.arange(7)] == -math.inf).all())
+    assert torch.isfinite(scores[:, 7:]).all()
+
+
+def test_rerankers_without_neighbours_are_cosine():
+    torch.manual_seed(0)
+    queries, gallery = torch.randn(4, 6), torch.randn(10, 6)
+    cosine = create_reranker("none")(queries, gallery)
+    assert torch.allclose(create_reranker("aqe", k=0)(queries, gallery), cosine)
+    assert torch.allclose(create_reranker("dba", k=0)(queries, gallery), cosine)
+
+
+def test_reranker_input_errors():
+    with pytest.raises(ConfigError, match="kreciprocal"):
+        create_reranker("kreciprocal", lambda_=2.0)
+    with pytest.raises(DataError, match="same d"):
+        create_reranker("none")(torch.randn(2, 3), torch.randn(4, 5))
+    with pytest.raises(ConfigError, match="limited"):
+        create_reranker("kreciprocal", max_items=5)(torch.randn(2, 3), torch.randn(6, 3))
