@@ -1,0 +1,318 @@
+"""Audio tasks: recording -> class and image <-> recording retrieval (DESIGN.md section 3 keys).
+
+Recordings: ``dataset.recordings`` (CUB: class-level xeno-canto recordings; those with ``is_train=0`` in
+their metadata are the held-out test recordings), or else the samples that carry audio (procedural
+set: test = the samples of the test split). Nothing is tuned on held-out recordings.
+
+**Recognition paths** (:data:`AUDIO_PATHS`), each giving log p(class | recording) over the classes
+that have a training recording:
+
+* ``default``: log-mel EfficientNet-Lite0 (offline ImageNet weights, frozen) + window-voting nearest
+  class mean (:class:`~fgmm.audio.recognition.WindowVotingNCM`);
+* ``birdnet``: BirdNET V2.4 embeddings + nearest class mean (extra ``fgmm[audio]``, CC BY-NC-SA 4.0);
+* ``birdnet_species``: BirdNET's own species output mapped to the classes (``cub_to_birdnet.csv`` when
+  found next to the dataset, else by common name), the reference point; it was trained on xeno-canto;
+* ``birdnet_fused``: ``birdnet`` + ``birdnet_species`` (sum of log-probabilities, weight
+  :data:`SPECIES_WEIGHT`).
+
+Choices (classifier, pooling, whitening, fusion weight) were made on the dev protocol below.
+
+**Keys.** With held-out recordings: ``audio_top1`` (held-out recordings -> class, among the classes with
+a training recording), ``i2a_mAP`` (queries: test images of the classes that have a held-out recording;
+gallery: the held-out recordings; class-level relevance) and ``a2i_mAP`` (the reverse), from the best
+available path (:data:`BEST_PATHS`, named under ``audio_path``), and the same keys of every available
+path with its name as suffix (``audio_top1_default``, ``i2a_mAP_birdnet``, ...). Images and recordings
+meet in the class-posterior space of :mod:`fgmm.audio.alignment`; the image posteriors come from the
+image task's head (``ctx.shared["image_model"]``), trained here with the same recipe when absent.
+
+**Dev keys** (only when no recording is held out, e.g. the developers' CUB bundle), over the classes with
+at least two recordings: ``audio_top1_dev_loo_<path>`` (each of their recordings held out once, all
+others train), ``audio_top1_dev_1shot_<path>`` (the held-out recording's class keeps one other
+recording, as most CUB classes have one), ``i2a_mAP_dev_<path>`` / ``a2i_mAP_dev_<path>`` (one
+recording per such class held out, :data:`DEV_DRAWS` seeded draws, images as in the contract) and the
+chance levels ``i2a_mAP_dev_chance`` / ``a2i_mAP_dev_chance`` (expected mAP of a random ranking).
+``audio_windows_per_s_<encoder>``: encoding speed of this run (windows/s, decoding included) when
+something was encoded.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fgmm.audio.alignment import restrict, same_class_probability
+from fgmm.audio.features import EncodedRecordings, encode_recordings
+from fgmm.audio.recognition import Fold, create_recording_classifier, leave_one_out_folds, one_shot_folds
+from fgmm.data.sample import Sample
+from fgmm.encoders import create_encoder
+from fgmm.errors import DataError, MissingExtraError
+from fgmm.registry import Registry
+from fgmm.retrieval.metrics import mean_average_precision
+from fgmm.tasks import TASKS, TaskContext
+
+DEV_DRAWS = 10
+ONE_SHOT_REPEATS = 3
+SPECIES_WEIGHT = 1.0
+BEST_PATHS = ("birdnet_fused", "default")
+"""The path behind the contract keys: the first one available (BirdNET needs the extra)."""
+BIRDNET_TABLE = "cub_to_birdnet.csv"
+
+AUDIO_PATHS: Registry[Callable] = Registry("audio recognition path")
+"""``name -> fn(run, fold) -> ([len(fold.test), C] log-probabilities, classes)``."""
+
+
+def audio_recordings(ctx: TaskContext) -> tuple[list[Sample], np.ndarray]:
+    """The recordings of the context's dataset and a boolean mask of the held-out ones."""
+    dataset = ctx.dataset
+    if dataset.recordings:
+        recordings = [r for r in dataset.recordings if r.audio is not None and r.label >= 0]
+        held_out = np.array([str(r.meta.get("is_train", "1")).strip() == "0" for r in recordings], dtype=bool)
+        return recordings, held_out
+    rows = [i for i, s in enumerate(dataset) if s.audio is not None and s.label >= 0]
+    split = dataset.split or ["train"] * len(dataset)
+    return [dataset[i] for i in rows], np.array([split[i] == "test" for i in rows], dtype=bool)
+
+
+@dataclass
+class AudioRun:
+    """Recordings, their encoded windows per encoder, and what tasks share (kept in ``ctx.shared["audio"]``)."""
+
+    ctx: TaskContext
+    recordings: list[Sample]
+    held_out: np.ndarray
+    features: dict[str, EncodedRecordings] = field(default_factory=dict)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    speed: dict[str, float] = field(default_factory=dict)
+    birdnet_classes: list[list[int]] | None = None
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([r.label for r in self.recordings], dtype=np.int64)
+
+    def windows(self, encoder: str) -> list[torch.Tensor]:
+        """Window features of every recording (in :attr:`recordings` order) from ``encoder``."""
+        if encoder not in self.features:
+            name, options = ENCODER_SPECS[encoder]
+            model = create_encoder("audio", name, **options)
+            result = encode_recordings(model, [r.audio for r in self.recordings], self.ctx.cache, skip_bad=True,
+                                       progress=False)
+            if result.encoded:
+                self.speed[f"audio_windows_per_s_{encoder}"] = round(result.windows_encoded / result.seconds, 2)
+            if result.skipped:
+                self._drop(result)
+            self.features[encoder] = result
+            if encoder == "birdnet_logits":
+                self.birdnet_classes = _birdnet_classes(self.ctx, model.labels)
+        return self.features[encoder].windows
+
+    def _drop(self, result: EncodedRecordings) -> None:
+        """Leave unreadable recordings out of every encoder's features (they are listed in :attr:`skipped`)."""
+        keep = result.kept
+        self.skipped += [s for s in result.skipped if s not in self.skipped]
+        self.recordings = [self.recordings[i] for i in keep]
+        self.held_out = self.held_out[keep]
+        for other in self.features.values():
+            position = {k: j for j, k in enumerate(other.kept)}
+            rows = [position[k] for k in keep]
+            other.windows = [other.windows[j] for j in rows]
+            other.kept = list(range(len(rows)))
+        result.kept = list(range(len(keep)))
+
+
+ENCODER_SPECS: dict[str, tuple[str, dict]] = {
+    "default": ("efficientnet_lite0", {}),
+    "birdnet": ("birdnet", {}),
+    "birdnet_logits": ("birdnet", {"output": "logits"}),
+}
+
+
+def _birdnet_classes(ctx: TaskContext, labels: list[str]) -> list[list[int]]:
+    from fgmm.audio.birdnet import birdnet_class_map
+
+    root = ctx.dataset.root
+    tables = [p for p in ((root / BIRDNET_TABLE, root.parent / BIRDNET_TABLE) if root else ()) if p.is_file()]
+    return birdnet_class_map(ctx.dataset.class_names, labels, tables[0] if tables else None,
+                             ctx.dataset.meta.get("class_folders"))
+
+
+def _classifier_path(encoder: str, classifier: str, **options) -> Callable:
+    def path(run: AudioRun, fold: Fold) -> tuple[torch.Tensor, list[int]]:
+        windows, labels = run.windows(encoder), run.labels
+        model = create_recording_classifier(classifier, **options)
+        model.fit([windows[i] for i in fold.train], labels[fold.train].tolist())
+        return model.log_probs([windows[i] for i in fold.test]), list(model.classes)
+
+    return path
+
+
+AUDIO_PATHS.register("default")(_classifier_path("default", "window_ncm", shrinkage=1.0))
+AUDIO_PATHS.register("birdnet")(_classifier_path("birdnet", "ncm", shrinkage=1.0))
+
+
+@AUDIO_PATHS.register("birdnet_species")
+def birdnet_species_path(run: AudioRun, fold: Fold) -> tuple[torch.Tensor, list[int]]:
+    """BirdNET's species logits, best window and best label per class (classes without a BirdNET label get
+    the lowest score), as log-softmax over the classes with a training recording."""
+    from fgmm.audio.birdnet import species_scores
+
+    windows = run.windows("birdnet_logits")
+    classes = sorted({int(y) for y in run.labels[fold.train]})
+    mapping = [run.birdnet_classes[c] for c in classes]
+    scores = torch.stack([species_scores(windows[i], mapping) for i in fold.test])
+    finite = scores[torch.isfinite(scores)]
+    floor = float(finite.min()) - 1.0 if len(finite) else 0.0
+    return torch.log_softmax(torch.where(torch.isfinite(scores), scores, floor), dim=1), classes
+
+
+@AUDIO_PATHS.register("birdnet_fused")
+def birdnet_fused_path(run: AudioRun, fold: Fold) -> tuple[torch.Tensor, list[int]]:
+    """``birdnet`` + :data:`SPECIES_WEIGHT` x ``birdnet_species`` log-probabilities, renormalised."""
+    embedding, classes = AUDIO_PATHS.get("birdnet")(run, fold)
+    species, species_classes = birdnet_species_path(run, fold)
+    assert classes == species_classes
+    return torch.log_softmax(embedding + SPECIES_WEIGHT * species, dim=1), classes
+
+
+def available_paths(run: AudioRun) -> list[str]:
+    """The registered paths whose encoders can be created here (BirdNET needs the extra)."""
+    names = []
+    for name in AUDIO_PATHS.names():
+        try:
+            if name.startswith("birdnet"):
+                run.windows("birdnet")
+                run.windows("birdnet_logits")
+            else:
+                run.windows(name)
+        except MissingExtraError:
+            continue
+        names.append(name)
+    return names
+
+
+def audio_run(ctx: TaskContext) -> AudioRun:
+    """The context's recordings (``ctx.shared["audio"]``, made once)."""
+    if "audio" not in ctx.shared:
+        recordings, held_out = audio_recordings(ctx)
+        if not recordings:
+            raise DataError(ctx.dataset.root, "the dataset has no recordings: the audio task needs some")
+        ctx.shared["audio"] = AudioRun(ctx, recordings, held_out)
+    return ctx.shared["audio"]
+
+
+def _image_log_probs(ctx: TaskContext, indices: np.ndarray) -> torch.Tensor:
+    """``[len(indices), num_classes]`` image log-probabilities from the image task's head (trained here with
+    the image task's recipe when that task has not run)."""
+    if "image_model" not in ctx.shared:
+        from fgmm.data.torch_dataset import FeatureDataset
+        from fgmm.models.classifier import ImageClassifier
+        from fgmm.models.heads import LinearHead
+        from fgmm.tasks.image import head_config
+        from fgmm.train import Trainer
+
+        train, _ = ctx.trained_indices()
+        x, y = ctx.features["image"][train], ctx.labels(train)
+        model = ImageClassifier(LinearHead(x.shape[1], ctx.dataset.num_classes), x.shape[1], dropout=0.5)
+        model.norm.fit(x)
+        with tempfile.TemporaryDirectory(prefix="fgmm-audio-image-") as tmp:
+            Trainer(model, head_config(ctx, Path(tmp), len(train)), FeatureDataset({"features": x}, y)).fit(
+                resume=False)
+        ctx.shared["image_model"] = model
+    model = ctx.shared["image_model"].eval()
+    with torch.no_grad():
+        logits = model({"features": ctx.features["image"][torch.as_tensor(indices)].to(_device(model))})["logits"]
+    return torch.log_softmax(logits.float().cpu(), dim=1)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _retrieval(ctx: TaskContext, audio_log_probs: torch.Tensor, audio_classes: list[int],
+               gallery_labels: np.ndarray) -> dict[str, float]:
+    """``i2a_mAP``/``a2i_mAP`` of test images of the gallery's classes against the gallery recordings."""
+    test = ctx.indices("test")
+    queries = test[np.isin(ctx.dataset.labels[test], gallery_labels)]
+    if not len(queries):
+        raise DataError(ctx.dataset.root, "no test image of a class with a held-out recording")
+    images = restrict(_image_log_probs(ctx, queries), range(ctx.dataset.num_classes), audio_classes)
+    scores = same_class_probability(images, audio_log_probs)
+    image_labels, audio_labels = torch.as_tensor(ctx.dataset.labels[queries]), torch.as_tensor(gallery_labels)
+    return {"i2a_mAP": mean_average_precision(scores, image_labels, audio_labels),
+            "a2i_mAP": mean_average_precision(scores.T, audio_labels, image_labels)}
+
+
+def _top1(log_probs: torch.Tensor, classes: list[int], labels: np.ndarray) -> float:
+    return float((np.asarray(classes)[log_probs.argmax(dim=1).numpy()] == labels).mean())
+
+
+def _contract(ctx: TaskContext, run: AudioRun, path: str) -> dict[str, float]:
+    labels = run.labels
+    train = np.flatnonzero(~run.held_out)
+    test = np.flatnonzero(run.held_out & np.isin(labels, labels[train]))
+    if not len(test):
+        raise DataError(ctx.dataset.root, "no held-out recording of a class with a training recording")
+    log_probs, classes = AUDIO_PATHS.get(path)(run, Fold(train, test))
+    return {"audio_top1": _top1(log_probs, classes, labels[test]),
+            **_retrieval(ctx, log_probs, classes, labels[test])}
+
+
+def _dev_draws(labels: np.ndarray, seed: int) -> list[Fold]:
+    """:data:`DEV_DRAWS` folds holding out one recording of each class that has at least two."""
+    rng = np.random.default_rng(seed)
+    classes = [c for c in np.unique(labels) if (labels == c).sum() >= 2]
+    folds = []
+    for _ in range(DEV_DRAWS):
+        test = np.array(sorted(int(rng.choice(np.flatnonzero(labels == c))) for c in classes))
+        folds.append(Fold(np.setdiff1d(np.arange(len(labels)), test), test))
+    return folds
+
+
+def _dev(ctx: TaskContext, run: AudioRun, path: str) -> dict[str, float]:
+    fn, labels = AUDIO_PATHS.get(path), run.labels
+    metrics = {}
+    for name, folds in (("loo", leave_one_out_folds(labels)),
+                        ("1shot", one_shot_folds(labels, ctx.seed, ONE_SHOT_REPEATS))):
+        hits = [_top1(*fn(run, fold), labels[fold.test]) for fold in folds]
+        metrics[f"audio_top1_dev_{name}_{path}"] = float(np.mean(hits)) if hits else None
+    draws = [_retrieval(ctx, *fn(run, fold), labels[fold.test]) for fold in _dev_draws(labels, ctx.seed)]
+    for key in ("i2a_mAP", "a2i_mAP"):
+        metrics[f"{key}_dev_{path}"] = float(np.mean([d[key] for d in draws])) if draws else None
+    return metrics
+
+
+def _chance(ctx: TaskContext, run: AudioRun) -> dict[str, float]:
+    """Expected dev mAP of a random ranking (mean over 200 random score matrices of the first draw)."""
+    fold = _dev_draws(run.labels, ctx.seed)[0]
+    gallery = run.labels[fold.test]
+    test = ctx.indices("test")
+    queries = ctx.dataset.labels[test[np.isin(ctx.dataset.labels[test], gallery)]]
+    generator = torch.Generator().manual_seed(ctx.seed)
+    q, g = torch.as_tensor(queries), torch.as_tensor(gallery)
+    i2a = [mean_average_precision(torch.rand(len(q), len(g), generator=generator), q, g) for _ in range(200)]
+    a2i = [mean_average_precision(torch.rand(len(g), len(q), generator=generator), g, q) for _ in range(200)]
+    return {"i2a_mAP_dev_chance": float(np.mean(i2a)), "a2i_mAP_dev_chance": float(np.mean(a2i))}
+
+
+@TASKS.register("audio")
+def audio_task(ctx: TaskContext) -> dict[str, float]:
+    run = audio_run(ctx)
+    paths = available_paths(run)
+    best = next(p for p in BEST_PATHS if p in paths)
+    metrics: dict = {"audio_path": best, "audio_paths": paths, "audio_recordings": len(run.recordings),
+                     "audio_held_out": int(run.held_out.sum())}
+    if run.held_out.any():
+        for path in paths:
+            metrics.update({f"{k}_{path}": v for k, v in _contract(ctx, run, path).items()})
+        metrics.update({k: metrics[f"{k}_{best}"] for k in ("audio_top1", "i2a_mAP", "a2i_mAP")})
+    else:
+        for path in paths:
+            metrics.update(_dev(ctx, run, path))
+        metrics.update(_chance(ctx, run))
+    metrics.update(run.speed)
+    metrics["audio_skipped"] = [{"path": str(p), "problem": why} for p, why in run.skipped]
+    return metrics
