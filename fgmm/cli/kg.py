@@ -215,6 +215,56 @@ def show(
     console.print(f"wrote {out}")
 
 
+@kg_app.command("describe", epilog="Examples:\n\n  fgmm kg describe cub.nt 'Vermilion Flycatcher'\n\n"
+                                   "  fgmm kg describe cub.nt --out descriptions.jsonl\n\n"
+                                   "  fgmm kg describe birds.ttl --write")
+@friendly_errors
+def describe(
+    path: Path = KG_ARGUMENT,
+    class_name: str | None = typer.Argument(None, metavar="[CLASS]",
+                                            help="class name or label (default: every leaf class)"),
+    variants: int = typer.Option(10, help="caption-style variants per class"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the descriptions as JSON lines"),
+    write: bool = typer.Option(False, "--write", help="store the descriptions in the graph file (replaces "
+                                                      "descriptions generated earlier, never authored text)"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing --out file"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Describe classes in words from their attributes, taxonomy and authored text (deterministic)."""
+    from fgmm.kg.describe import DescribeConfig, Describer, export_descriptions, write_descriptions
+
+    if out is not None and out.exists() and not force:
+        raise DataError(out, "file exists; use --force to overwrite it")
+    kg = _load(path)
+    config = DescribeConfig(variants=variants)
+    describer = Describer(kg, config)
+    descriptions = [describer.describe(class_name)] if class_name else describer.describe_all()
+    if out is not None:
+        export_descriptions(descriptions, out)
+    if write:
+        write_descriptions(kg, descriptions, config)
+        kg.save(path)
+    if as_json:
+        console.print_json(json.dumps([d.to_dict() for d in descriptions]))
+    elif class_name:
+        d = descriptions[0]
+        console.print(d.text, highlight=False)
+        table = Table(title=f"{d.label}: the attribute values its descriptions use")
+        for column, justify in (("attribute", "left"), ("strength", "right"), ("vs. average class", "right")):
+            table.add_column(column, justify=justify)
+        for e in sorted(d.evidence, key=lambda e: -e.contrast):
+            table.add_row(e.attribute, f"{e.strength:.2f}", f"{e.contrast:+.2f}")
+        console.print(table)
+        for variant in d.variants:
+            console.print(f"  - {variant}", highlight=False)
+    elif out is None and not write:
+        for d in descriptions:
+            console.print(f"[bold]{d.name}[/]: {d.text}", highlight=False)
+    done = [f"wrote {out}" if out else "", f"stored {len(descriptions)} descriptions in {path}" if write else ""]
+    if any(done):
+        console.print("; ".join(x for x in done if x))
+
+
 @kg_app.command("import-cub", epilog="Example: fgmm kg import-cub data/cub200 --out cub.nt --threshold 0.05")
 @friendly_errors
 def import_cub(
