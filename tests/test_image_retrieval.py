@@ -191,3 +191,103 @@ def test_reranker_input_errors():
         create_reranker("none")(torch.randn(2, 3), torch.randn(4, 5))
     with pytest.raises(ConfigError, match="limited"):
         create_reranker("kreciprocal", max_items=5)(torch.randn(2, 3), torch.randn(6, 3))
+
+
+# ---------------------------------------------------------------------------------------- views, descriptor, CLI
+@pytest.fixture(scope="module")
+def lite0():
+    from fgmm.encoders import create_encoder
+
+    return create_encoder("vision", "efficientnet_lite0")
+
+
+def test_multiview_encoder_mean_is_the_mean_of_the_concat_parts(lite0):
+    from fgmm.retrieval.views import MultiViewEncoder
+
+    images = torch.randn(2, 3, 64, 64)
+    parts = MultiViewEncoder(lite0, views=("identity", "hflip"), poolings=("avg", "gem"), combine="concat")
+    mean = MultiViewEncoder(lite0, views=("identity", "hflip"), poolings=("gem",))
+    features = parts.encode(images)
+    assert features.shape == (2, 4 * 1280) and parts.dim == 4 * 1280 and mean.dim == 1280
+    assert torch.allclose(parts.part(features, "identity", "avg"), lite0.encode(images), atol=1e-5)
+    expected = (parts.part(features, "identity", "gem") + parts.part(features, "hflip", "gem")) / 2
+    assert torch.allclose(mean.encode(images), expected, atol=1e-5)
+    assert len({lite0.fingerprint(), parts.fingerprint(), mean.fingerprint()}) == 3
+    with pytest.raises(ConfigError, match="hflip"):
+        MultiViewEncoder(lite0, views=("rotate",))
+
+
+def test_descriptor_fit_save_load(tmp_path):
+    from fgmm.retrieval.descriptor import DescriptorConfig, ImageDescriptor
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = _toy(10, generator)
+    config = DescriptorConfig(whitening=True, shrinkage=1.0, head={"dim": 4, "loss": "supcon"},
+                              train={"epochs": 1, "batch_size": 20, "amp": "off"})
+    descriptor = ImageDescriptor(config).fit(x, y, extra_views=[x.flip(1)])
+    z = descriptor(x)
+    assert z.shape == (40, 4) and torch.allclose(z.norm(dim=1), torch.ones(40))
+    again = ImageDescriptor.load(descriptor.save(tmp_path / "d.pt"))
+    assert torch.allclose(again(x), z, atol=1e-6) and again.fingerprint() == descriptor.fingerprint()
+    with pytest.raises(DataError, match="expects"):
+        again(x[:, :5])
+    with pytest.raises(ConfigError, match="labelled"):
+        ImageDescriptor(DescriptorConfig()).fit(x)
+
+
+@pytest.fixture(scope="module")
+def bird_folders(tmp_path_factory):
+    """A gallery of 3 colour classes (3 images each), a labelled training folder of 2 other classes, a query."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("birds")
+    rng = np.random.default_rng(0)
+
+    def save(path, colour):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.clip(np.array(colour) + rng.normal(0, 30, (64, 64, 3)), 0, 255).astype(np.uint8)
+        pixels[20:40, 10:30] = 255 - np.array(colour)  # a mark on the left: flips change the view
+        Image.fromarray(pixels).save(path)
+
+    for name, colour in (("red", (210, 30, 30)), ("blue", (30, 30, 210)), ("green", (30, 190, 30))):
+        for i in range(3):
+            save(root / "gallery" / name / f"{name}{i}.jpg", colour)
+    for name, colour in (("yellow", (220, 210, 30)), ("grey", (120, 120, 120))):
+        for i in range(3):
+            save(root / "train" / name / f"{name}{i}.jpg", colour)
+    save(root / "query.jpg", (200, 40, 40))
+    return root
+
+
+def test_cli_image_to_image_with_views_whitening_and_reranking(bird_folders, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from fgmm.cli.main import app
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runner = CliRunner()
+    index = tmp_path / "index"
+    built = runner.invoke(app, ["index", "build", "--images", str(bird_folders / "gallery"), "--out", str(index),
+                                "--vision", "efficientnet_lite0", "--views", "identity,hflip",
+                                "--whiten-on", str(bird_folders / "train")])
+    assert built.exit_code == 0, built.output
+    assert "indexed 9 image items" in built.output and "image descriptor" in built.output
+    assert (index / "descriptor.pt").is_file()
+    grid = tmp_path / "grid.png"
+    for extra in (["--rerank", "kreciprocal", "--grid", str(grid)], []):
+        result = runner.invoke(app, ["retrieve", "--index", str(index), "--image", str(bird_folders / "query.jpg"),
+                                     "-k", "3", "--json", *extra])
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.output[:result.output.rindex("}") + 1])["results"]
+        assert [r["class"] for r in rows] == ["red"] * 3, (extra, rows)
+    assert grid.read_bytes()[:4] == b"\x89PNG"
+    bad = runner.invoke(app, ["retrieve", "--index", str(index), "--image", str(bird_folders / "query.jpg"),
+                              "--rerank", "magic"])
+    assert bad.exit_code != 0 and "kreciprocal" in bad.output
+    unlabelled = runner.invoke(app, ["index", "build", "--images", str(bird_folders / "gallery"), "--out",
+                                     str(tmp_path / "x"), "--vision", "efficientnet_lite0", "--whiten-on",
+                                     str(bird_folders / "gallery" / "red")])
+    assert unlabelled.exit_code != 0 and "subfolder per class" in unlabelled.output

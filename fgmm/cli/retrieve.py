@@ -28,6 +28,13 @@ BUILD_EXAMPLES = """Examples:
   fgmm index build --texts captions.txt --out caption-index            (one text per line)
 
   fgmm index build --images photos/ --out big-index --backend faiss --faiss-factory HNSW32
+
+  fgmm index build --images photos/ --views identity,hflip --whiten-on labelled/ --out photo-index
+                                        (image -> image: flip-averaged descriptors whitened on the
+                                         classes of labelled/, one subfolder per class)
+
+  fgmm index build --images photos/ --descriptor descriptor.pt --out photo-index
+                                        (a saved ImageDescriptor, e.g. with a metric head)
 """
 
 RETRIEVE_EXAMPLES = """Examples:
@@ -35,6 +42,8 @@ RETRIEVE_EXAMPLES = """Examples:
   fgmm retrieve --index photo-index --text "a small bird with a red crown" -k 5
 
   fgmm retrieve --index photo-index --image query.jpg -k 10 --grid results.png
+
+  fgmm retrieve --index photo-index --image query.jpg --rerank kreciprocal
 
   fgmm retrieve --index caption-index --text "yellow breast" --json
 """
@@ -81,6 +90,11 @@ def build(
     backend: str = typer.Option("torch", help="search backend: torch (exact) or faiss"),
     faiss_factory: str = typer.Option("Flat", help="faiss index factory string (Flat, HNSW32, IVF1024,Flat)"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache folder (default: none)"),
+    views: str | None = typer.Option(None, "--views", help="image->image: test-time views averaged, comma-separated "
+                                                           "(identity, hflip)"),
+    whiten_on: Path | None = typer.Option(None, "--whiten-on", help="image->image: labelled image folder "
+                                                                    "(subfolders = classes) to learn whitening on"),
+    descriptor: Path | None = typer.Option(None, "--descriptor", help="image->image: a saved ImageDescriptor file"),
 ) -> None:
     """Encode a folder of images or a file of texts and write a searchable index."""
     from fgmm.cache import FeatureCache
@@ -100,22 +114,59 @@ def build(
         modality, source = "text", texts
         inputs, labels, class_names = read_text_lines(texts), None, []
         ids = [f"{texts.name}:{i + 1}" for i in range(len(inputs))]
+    labelled = _labelled_images(whiten_on) if whiten_on is not None else None
     joint = JointEmbeddingModel.load(model) if model is not None else None
     _quiet_transformers()
     specs = {"image": ("vision", vision, {} if image_size is None else {"image_size": image_size}),
              "text": ("text", text_model, {})}
     wanted = sorted((set(joint.modalities) if joint is not None else {modality}) & set(specs))
     encoders = {m: create_encoder(specs[m][0], specs[m][1], **specs[m][2]) for m in wanted}
+    feature_cache = FeatureCache(cache) if cache is not None else None
+    image_descriptor = None
+    if descriptor is not None or whiten_on is not None or views is not None:
+        if modality != "image" or joint is not None:
+            raise ConfigError("--views, --whiten-on and --descriptor are for image indexes without --model")
+        image_descriptor = _image_descriptor(descriptor, labelled, views, encoders["image"], feature_cache)
     retriever = Retriever.build(modality, inputs, ids, encoders=encoders, joint=joint, labels=labels,
                                 class_names=class_names, backend=backend,
                                 encoder_options={m: specs[m][2] for m in wanted},
                                 backend_options={"factory": faiss_factory} if backend == "faiss" else {},
-                                cache=FeatureCache(cache) if cache is not None else None,
+                                cache=feature_cache, descriptor=image_descriptor,
                                 extra={"source": str(source.resolve())})
     retriever.save(out)
     info = retriever.index.info
     console.print(f"indexed {len(retriever.index)} {info.modality} items ({info.dim}-d, {info.space_name}, "
                   f"{info.backend}) into {out}")
+
+
+def _labelled_images(folder: Path) -> tuple[list[Path], list[int]]:
+    """Images and labels of a folder with one subfolder per class (``--whiten-on``)."""
+    paths, labels, _ = find_images(folder)
+    if min(labels) < 0:
+        raise DataError(folder, "images directly in this folder have no class: put them in one subfolder per class")
+    return paths, labels
+
+
+def _image_descriptor(path: Path | None, labelled: tuple[list[Path], list[int]] | None, views: str | None,
+                      encoder, cache):
+    """The ImageDescriptor of ``index build``: loaded from ``path``, or built from ``views`` and, given
+    ``labelled`` training images, whitened on their classes."""
+    import torch
+
+    from fgmm.errors import ConfigError
+    from fgmm.retrieval.descriptor import DescriptorConfig, ImageDescriptor
+    from fgmm.retrieval.retriever import image_features
+
+    if path is not None:
+        if labelled is not None or views is not None:
+            raise ConfigError("--descriptor already fixes views and whitening: drop --views / --whiten-on")
+        return ImageDescriptor.load(path)
+    names = [v.strip() for v in (views or "identity").split(",") if v.strip()]
+    descriptor = ImageDescriptor(DescriptorConfig(views=names, whitening=labelled is not None))
+    if labelled is None:
+        return descriptor.fit(torch.empty(0, descriptor.encoder(encoder).dim))
+    paths, labels = labelled
+    return descriptor.fit(image_features(descriptor.encoder(encoder), paths, cache), torch.tensor(labels))
 
 
 @index_app.command("info", epilog="Example: fgmm index info photo-index")
@@ -139,6 +190,7 @@ def info(index: Path = typer.Argument(..., help="index folder")) -> None:
         for m, entry in spec["encoders"].items():
             table.add_row(f"encoder {m}", f"{entry['name']} [{entry['fingerprint']}]")
         table.add_row("joint model", "yes" if spec["joint"] else "no")
+        table.add_row("image descriptor", "yes" if spec.get("descriptor") else "no")
     console.print(table)
 
 
@@ -151,6 +203,8 @@ def retrieve(
     grid: Path | None = typer.Option(None, "--grid", help="also save the results as a picture (PNG)"),
     as_json: bool = typer.Option(False, "--json", help="print the results as JSON"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache folder (default: none)"),
+    rerank: str | None = typer.Option(None, "--rerank", help="re-rank the results: aqe, dba or kreciprocal "
+                                                             "(exact over the whole index)"),
 ) -> None:
     """Query an index with a sentence or an image; print ids, scores and classes (optionally a picture)."""
     from fgmm.cache import FeatureCache
@@ -159,12 +213,16 @@ def retrieve(
 
     if (text is None) == (image is None):
         raise ConfigError("give exactly one of --text SENTENCE or --image FILE")
+    if rerank is not None:
+        from fgmm.retrieval.rerank import RERANKERS
+
+        RERANKERS.get(rerank)  # an unknown name fails before any model loads
     modality, query = ("text", text) if text is not None else ("image", image)
     if image is not None and not image.is_file():
         raise DataError(image, "query image not found")
     _quiet_transformers()
     retriever = Retriever.load(index, cache=FeatureCache(cache) if cache else None, modalities=[modality])
-    result = retriever.search(modality, [query], k)
+    result = retriever.search(modality, [query], k, rerank=rerank)
     rows = result.rows(0)
     if as_json:
         console.print_json(json.dumps({"query": {modality: str(query)}, "results": rows}))

@@ -243,3 +243,30 @@ def _jaccard_distance(encoding: np.ndarray) -> np.ndarray:
             rows = columns[j]
             overlap[p, rows] += np.minimum(encoding[p, j], encoding[rows, j])
     return 1.0 - overlap / (2.0 - overlap)
+
+
+def rerank_search(index: Any, queries: torch.Tensor, k: int, reranker: Any) -> Any:
+    """Top-``k`` items of an :class:`~fgmm.retrieval.index.EmbeddingIndex` for ``[Q, d]`` queries (not
+    items of the index) under ``reranker`` (a name in :data:`RERANKERS` or an instance).
+
+    Re-ranking scores every stored vector (exact, whatever the index's backend), so it suits indexes that
+    fit in memory; ``"kreciprocal"`` is further limited by its ``max_items``.
+
+    Returns:
+        a :class:`~fgmm.retrieval.index.SearchResult` whose scores are the re-ranker's.
+    """
+    from fgmm.retrieval.index import SearchResult
+
+    if len(index) == 0:
+        raise DataError(index.info.extra.get("path"), "the index is empty: add items before searching")
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    reranker = create_reranker(reranker) if isinstance(reranker, str) else reranker
+    queries = torch.as_tensor(queries).float()
+    scores = reranker(queries[None] if queries.ndim == 1 else queries, index.vectors)
+    top = torch.topk(scores, min(k, len(index)), dim=1)
+    rows = top.indices.tolist()
+    return SearchResult(indices=top.indices, scores=top.values, ids=[[index.ids[i] for i in row] for row in rows],
+                        labels=index.labels[top.indices], paths=[[index.paths[i] for i in row] for row in rows],
+                        texts=[[index.texts[i] for i in row] for row in rows],
+                        class_names=list(index.info.class_names))

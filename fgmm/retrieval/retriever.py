@@ -10,6 +10,8 @@ Saved folder = the index files plus::
 
     retriever.json   encoders (modality, name, options, fingerprint) and whether a joint model is used
     joint.pt         the joint model (JointEmbeddingModel.save), when there is one
+    descriptor.pt    the image descriptor (views, whitening, metric head; ImageDescriptor.save) of an
+                     image->image index, when there is one
 
 Loading re-creates the encoders by name and checks their fingerprints, so an index is never queried
 through an encoder other than the one it was built with.
@@ -17,6 +19,7 @@ through an encoder other than the one it was built with.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,11 +31,12 @@ from fgmm.encoders.base import Encoder
 from fgmm.errors import ConfigError, DataError
 from fgmm.joint.model import JointEmbeddingModel
 from fgmm.registry import Registry
+from fgmm.retrieval.descriptor import ImageDescriptor
 from fgmm.retrieval.index import EmbeddingIndex, IndexInfo, SearchResult, read_json_object
 from fgmm.train.checkpoint import atomic_write
 
 RETRIEVER_FORMAT = "fgmm-retriever-1"
-RETRIEVER_FILE, JOINT_FILE = "retriever.json", "joint.pt"
+RETRIEVER_FILE, JOINT_FILE, DESCRIPTOR_FILE = "retriever.json", "joint.pt", "descriptor.pt"
 
 FEATURE_EXTRACTORS: Registry[torch.Tensor] = Registry("query modality")
 """``modality -> fn(encoder, inputs, cache) -> [N, d_m]`` raw encoder features of that modality's inputs."""
@@ -70,6 +74,8 @@ class Retriever:
         encoder_options: keyword arguments each encoder was created with (saved, so that
             :meth:`load` can re-create it with ``create_encoder(encoder.modality, name, **options)``).
         cache: optional :class:`fgmm.cache.FeatureCache` for encoder features.
+        descriptor: for an image index without joint model, an :class:`~fgmm.retrieval.descriptor.ImageDescriptor`
+            (test-time views, whitening, metric head) applied to the image encoder's features.
 
     Example::
 
@@ -80,14 +86,18 @@ class Retriever:
     """
 
     def __init__(self, index: EmbeddingIndex, encoders: Mapping[str, Encoder], joint: JointEmbeddingModel | None = None,
-                 encoder_options: Mapping[str, Mapping[str, Any]] | None = None, cache: Any = None):
+                 encoder_options: Mapping[str, Mapping[str, Any]] | None = None, cache: Any = None,
+                 descriptor: ImageDescriptor | None = None):
+        if descriptor is not None and (joint is not None or index.info.modality != "image"):
+            raise ConfigError("an image descriptor applies to image indexes without a joint model")
+        self.descriptor = descriptor
         self.index = index
         self.encoders = dict(encoders)
         self.joint = joint.eval() if joint is not None else None
         self.encoder_options = {m: dict(o) for m, o in (encoder_options or {}).items()}
         self.cache = cache
         self._check_joint()
-        self._space = space_of(self.encoders, self.joint, index.info.modality)
+        self._space = space_of(self.encoders, self.joint, index.info.modality, descriptor)
         index.check_space(*self._space)
 
     def _check_joint(self) -> None:
@@ -112,7 +122,7 @@ class Retriever:
               class_names: Sequence[str] = (),
               backend: str = "torch", backend_options: Mapping[str, Any] | None = None,
               encoder_options: Mapping[str, Mapping[str, Any]] | None = None, cache: Any = None,
-              extra: Mapping[str, Any] | None = None) -> Retriever:
+              extra: Mapping[str, Any] | None = None, descriptor: ImageDescriptor | None = None) -> Retriever:
         """Encode ``inputs`` of ``modality`` (image paths or texts) and index them.
 
         ``paths`` defaults to ``inputs`` for images and ``texts`` to ``inputs`` for texts, so that
@@ -120,13 +130,13 @@ class Retriever:
         """
         if modality not in encoders:
             raise ConfigError(f"no encoder for modality '{modality}' (encoders: {sorted(encoders)})")
-        space, space_name = space_of(encoders, joint, modality)
-        dim = joint.config.dim if joint is not None else encoders[modality].dim
+        space, space_name = space_of(encoders, joint, modality, descriptor)
+        dim = joint.config.dim if joint is not None else descriptor.dim if descriptor else encoders[modality].dim
         info = IndexInfo(dim=dim, modality=modality, space=space, space_name=space_name, backend=backend,
                          backend_options=dict(backend_options or {}), class_names=list(class_names),
                          extra=dict(extra or {}))
         index = EmbeddingIndex(info)
-        retriever = cls(index, encoders, joint, encoder_options, cache)
+        retriever = cls(index, encoders, joint, encoder_options, cache, descriptor)
         if paths is None and modality == "image":
             paths = [str(p) for p in inputs]
         if texts is None and modality == "text":
@@ -148,12 +158,21 @@ class Retriever:
                               f"{sorted(self.encoders)}")
         if not len(inputs):
             raise DataError(None, f"no {modality} query given")
+        if self.descriptor is not None:
+            encoder = self.descriptor.encoder(self.encoders[modality])
+            return self.descriptor(FEATURE_EXTRACTORS.get(modality)(encoder, inputs, self.cache))
         features = FEATURE_EXTRACTORS.get(modality)(self.encoders[modality], inputs, self.cache)
         return features if self.joint is None else self.joint.embed(modality, features)
 
-    def search(self, modality: str, inputs: Sequence[Any], k: int = 10) -> SearchResult:
-        """Top-``k`` items for each query (image paths or texts)."""
-        return self.index.search(self.embed(modality, inputs), k, *self._space)
+    def search(self, modality: str, inputs: Sequence[Any], k: int = 10, rerank: Any = None) -> SearchResult:
+        """Top-``k`` items for each query (image paths or texts), optionally re-ranked by ``rerank``
+        (a name or instance of :data:`fgmm.retrieval.rerank.RERANKERS`)."""
+        queries = self.embed(modality, inputs)
+        if rerank is None:
+            return self.index.search(queries, k, *self._space)
+        from fgmm.retrieval.rerank import rerank_search
+
+        return rerank_search(self.index, queries, k, rerank)
 
     def save(self, folder: str | Path) -> Path:
         """Write index, encoder specs and joint model to ``folder``."""
@@ -163,7 +182,10 @@ class Retriever:
             self.joint.save(folder / JOINT_FILE)
         else:
             (folder / JOINT_FILE).unlink(missing_ok=True)
-        spec = {"format": RETRIEVER_FORMAT, "joint": self.joint is not None, "encoders": {
+        if self.descriptor is not None:
+            self.descriptor.save(folder / DESCRIPTOR_FILE)
+        spec = {"format": RETRIEVER_FORMAT, "joint": self.joint is not None,
+                "descriptor": self.descriptor is not None, "encoders": {
             m: {"modality": e.modality, "name": e.name, "options": self.encoder_options.get(m, {}),
                 "fingerprint": e.fingerprint()} for m, e in self.encoders.items()}}
         atomic_write(folder / RETRIEVER_FILE, lambda handle: handle.write(json.dumps(spec, indent=2).encode()))
@@ -201,10 +223,12 @@ class Retriever:
                                 "rebuild the index")
             encoders[m], options[m] = encoder, entry["options"]
         joint = JointEmbeddingModel.load(folder / JOINT_FILE) if spec["joint"] else None
-        return cls(index, encoders, joint, options, cache)
+        descriptor = ImageDescriptor.load(folder / DESCRIPTOR_FILE) if spec.get("descriptor") else None
+        return cls(index, encoders, joint, options, cache, descriptor)
 
 
-def space_of(encoders: Mapping[str, Encoder], joint: JointEmbeddingModel | None, modality: str) -> tuple[str, str]:
+def space_of(encoders: Mapping[str, Encoder], joint: JointEmbeddingModel | None, modality: str,
+             descriptor: ImageDescriptor | None = None) -> tuple[str, str]:
     """``(fingerprint, readable name)`` of the space that ``modality``'s vectors live in."""
     if joint is not None:
         fingerprint = joint.fingerprint()
@@ -212,4 +236,8 @@ def space_of(encoders: Mapping[str, Encoder], joint: JointEmbeddingModel | None,
     if modality not in encoders:
         raise ConfigError(f"no encoder for modality '{modality}'")
     encoder = encoders[modality]
+    if descriptor is not None:
+        own = descriptor.fingerprint()
+        fingerprint = hashlib.sha256(f"{encoder.fingerprint()}|{own}".encode()).hexdigest()[:16]
+        return fingerprint, f"image descriptor {own} over {encoder.modality} encoder '{encoder.name}'"
     return encoder.fingerprint(), f"{encoder.modality} encoder '{encoder.name}'"
