@@ -29,7 +29,7 @@ fgmm kg link birds.ttl Yellow_Warbler has_breast_pattern::striped 0.8
 fgmm kg validate birds.ttl
 
 say "a tiny CUB-200-2011 tree: data check, import-cub (shipped taxonomy), validate"
-python "$FGMM_REPO/tests/tiny_cub.py" cub200
+python "$FGMM_REPO/tests/tiny_cub.py" cub200 --real-names
 fgmm data check cub200 --shallow
 fgmm kg import-cub cub200 --out cub.ttl
 fgmm kg validate cub.ttl

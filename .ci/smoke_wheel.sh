@@ -12,11 +12,13 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/fgmm-smoke.XXXXXX")"
 if [ -z "${KEEP:-}" ]; then trap 'rm -rf "$WORK"' EXIT; else echo "smoke folder: $WORK"; fi
 start=$SECONDS
 step() { echo "== [$((SECONDS - start)) s] $*"; }
+# pip without the notes about index folders this machine's pip.conf names but does not hold
+pip() { "$WORK/venv/bin/python" -m pip "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2); }
 
 step "fresh virtual environment in $WORK/venv"
 "$PYTHON" -m venv "$WORK/venv"
 PY="$WORK/venv/bin/python"
-"$PY" -m pip install -q --upgrade pip build
+pip install -q --upgrade pip build
 
 step "sdist, then the wheel built from the sdist (isolated build)"
 "$PY" -m build -q --outdir "$WORK/dist" "$REPO" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
@@ -24,7 +26,7 @@ if grep -E "[A-Za-z]*Warning\b" "$WORK/build.log"; then echo "the build printed 
 ls "$WORK/dist"
 
 step "install the wheel (tested torch pair from requirements/torch.txt)"
-"$PY" -m pip install -q -c "$REPO/requirements/torch.txt" "$WORK"/dist/fgmm-*.whl
+pip install -q -c "$REPO/requirements/torch.txt" "$WORK"/dist/fgmm-*.whl
 
 step "smoke test outside the checkout"
 cd "$WORK"
