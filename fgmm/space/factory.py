@@ -1,0 +1,133 @@
+"""Creating models by name or config, like timm's ``create_model`` and open_clip's model configs.
+
+Named presets are JSON files shipped in ``fgmm/space/presets/`` (package data)::
+
+    fgmm.list_models()                    # ['image', 'image-gnn', 'image-kg', 'image-ncm', 'image-text', ...]
+    model = fgmm.create_model("image-kg", classes=names, kg=kg)
+    model = fgmm.create_model({"modalities": {"image": {"projection": "whiten"}}}, classes=names)
+    model = fgmm.create_model("runs/cub-model")          # a saved model folder: FGModel.from_pretrained
+
+Overrides patch the preset, e.g. ``create_model("image-text", classes=names, dim=512)`` or
+``create_model("image", classes=names, modalities={"image": {"encoder": "convnext_tiny"}})`` (nested
+dictionaries are merged).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fgmm.errors import ConfigError
+from fgmm.gnn.propagation import ClassGraph
+from fgmm.space.config import FGModelConfig
+from fgmm.train.config import config_from_dict
+
+_PRESET_PACKAGE = "fgmm.space.presets"
+
+
+def _preset_files() -> dict[str, Any]:
+    folder = resources.files(_PRESET_PACKAGE)
+    return {entry.name[:-5]: entry for entry in folder.iterdir() if entry.name.endswith(".json")}
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names of the shipped model presets, optionally filtered by a shell-style ``pattern`` (``"image*"``)."""
+    names = sorted(_preset_files())
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The preset ``name`` as a dict (``"description"`` included)."""
+    files = _preset_files()
+    if name not in files:
+        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(sorted(files))} "
+                          "(or pass a config dict / a saved model folder)")
+    return json.loads(files[name].read_text(encoding="utf-8"))
+
+
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def model_config(model: str | dict[str, Any] | FGModelConfig, **overrides: Any) -> FGModelConfig:
+    """The validated config of a preset name or a config dict, with ``overrides`` merged in."""
+    if isinstance(model, FGModelConfig):
+        if overrides:
+            raise ConfigError("pass overrides with a preset name or a config dict, not with an FGModelConfig")
+        return copy.deepcopy(model)
+    data = preset(model) if isinstance(model, str) else copy.deepcopy(model)
+    data.pop("description", None)
+    return config_from_dict(FGModelConfig, _merge(data, overrides), source=model if isinstance(model, str) else None)
+
+
+def class_graph(kg: Any, class_names: Sequence[str], class_order: Sequence[str] | None = None) -> ClassGraph:
+    """A :class:`ClassGraph` over ``class_names`` from a KnowledgeGraph, HeteroData, ClassGraph or a
+    ``[C, A]`` class × attribute strength matrix.
+
+    ``class_order`` names each label's class node in the KG when it differs from ``class_names``
+    (CUB: the class folder names).
+    """
+    if isinstance(kg, ClassGraph):
+        graph = kg
+    elif isinstance(kg, np.ndarray) or hasattr(kg, "numpy") and not hasattr(kg, "node_types"):
+        graph = ClassGraph.from_matrix(np.asarray(kg), list(class_names))
+    else:
+        data = kg if hasattr(kg, "node_types") else kg.to_pyg(class_order=list(class_order or class_names))
+        graph = ClassGraph.from_hetero(data)
+    if graph.num_labels != len(class_names):
+        raise ConfigError(f"the knowledge graph has {graph.num_labels} dataset classes, the model {len(class_names)}")
+    return graph
+
+
+def create_model(model: str | dict[str, Any] | FGModelConfig | Path, classes: Sequence[str] | None = None, *,
+                 kg: Any = None, class_order: Sequence[str] | None = None, seed: int = 0, **overrides: Any):
+    """Create an :class:`~fgmm.space.FGModel` (untrained) from a preset, a config, or load a saved folder.
+
+    Args:
+        model: a preset name (:func:`list_models`), a config dict / :class:`FGModelConfig`, or the path of
+            a folder written by :meth:`FGModel.save_pretrained` (then the other arguments must be absent).
+        classes: the class names, in label order.
+        kg: the knowledge graph for the ``"kg"``/``"gnn"`` class sources (see :func:`class_graph`);
+            a :class:`fgmm.KnowledgeGraph` is also saved with the model.
+        class_order: the KG's names of the classes when they differ from ``classes``.
+        seed: seeds the initialisation of the model's weights.
+        **overrides: config keys merged into the preset (``dim=512``, ``fusion="mean"``, ...).
+
+    The encoders named by the config are created (frozen) to read their feature widths.
+    """
+    from fgmm.space.inputs import build_encoder, describe_encoder
+    from fgmm.space.model import FGModel
+
+    if isinstance(model, Path) or (isinstance(model, str) and Path(model).is_dir()):
+        if classes is not None or kg is not None or overrides:
+            raise ConfigError("a saved model folder is loaded as it is: pass no classes, kg or overrides")
+        return FGModel.from_pretrained(model)
+    if not classes:
+        raise ConfigError("create_model needs the class names (classes=[...])")
+    config = model_config(model, **overrides)
+    encoders, towers = {}, {}
+    for m, spec in config.modalities.items():
+        if spec.trainable:
+            towers[m] = build_encoder(m, spec, frozen=False)
+            spec.input_dim = towers[m].dim
+        elif spec.input_dim is None:
+            encoders[m] = build_encoder(m, spec)
+            spec.input_dim = encoders[m].dim
+    graph = class_graph(kg, classes, class_order) if kg is not None else None
+    built = FGModel(config, classes, graph=graph, kg=kg if hasattr(kg, "save") else None, towers=towers, seed=seed)
+    built._encoders.update(encoders)
+    built.encoder_info.update({m: describe_encoder(e) for m, e in encoders.items()})
+    return built

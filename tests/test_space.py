@@ -1,0 +1,184 @@
+"""The one multi-modal model (fgmm.space): creation, fitting, zero-shot through the KG, masking, persistence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fgmm.errors import ConfigError, DataError
+from fgmm.space import FGModel, ModalityTable, create_model, list_models
+from fgmm.space.features import SampleFeatures
+from fgmm.train import TrainConfig
+
+C, PER_CLASS, D_IMAGE, D_TEXT = 5, 30, 24, 12
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """Five Gaussian classes; a text modality that is a noisy linear view of the class centre."""
+    generator = torch.Generator().manual_seed(0)
+    centres = 3 * torch.randn(C, D_IMAGE, generator=generator)
+    labels = torch.arange(C).repeat_interleave(PER_CLASS)
+    image = centres[labels] + torch.randn(len(labels), D_IMAGE, generator=generator)
+    text = centres[labels] @ torch.randn(D_IMAGE, D_TEXT, generator=generator) / 3
+    text = text + 0.5 * torch.randn(len(labels), D_TEXT, generator=generator)
+    attributes = np.array([[1, 1, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0], [0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 0],
+                           [0, 0, 0, 0, 1, 1]], dtype=np.float32)
+    return {"image": image, "text": text, "labels": labels, "attributes": attributes,
+            "names": [f"class {i}" for i in range(C)]}
+
+
+def image_model(source: str = "free", **overrides):
+    config = {"modalities": {"image": {"projection": "whiten", "input_dim": D_IMAGE}}, "classes": {"source": source}}
+    return config | overrides
+
+
+def quick(tmp_path, epochs: int = 8) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, out_dir=tmp_path / "run", progress=False)
+
+
+def accuracy(model: FGModel, features: dict, labels: torch.Tensor) -> float:
+    return float((model.logits(features).argmax(1) == labels).float().mean())
+
+
+def test_presets_are_listed_and_validated():
+    names = list_models()
+    assert {"image", "image-kg", "image-gnn", "image-text", "image-text-kg"} <= set(names)
+    assert list_models("image-text*") == ["image-text", "image-text-kg"]
+    with pytest.raises(ConfigError, match="unknown model 'imag'; choose one of: image"):
+        create_model("imag", classes=["a"])
+    with pytest.raises(ConfigError, match="did you mean 'fusion'"):
+        create_model(image_model() | {"fusoin": "mean"}, classes=["a"])
+    with pytest.raises(ConfigError, match="needs a knowledge graph"):
+        create_model(image_model("kg"), classes=["a", "b"])
+
+
+@pytest.mark.parametrize("source, trains", [("free", True), ("means", False), ("kg", False)])
+def test_image_sources_classify_the_toy(toy, source, trains):
+    kg = toy["attributes"] if source == "kg" else None
+    model = create_model(image_model(source), classes=toy["names"], kg=kg)
+    result = model.fit_features({"image": ModalityTable.one_per_sample(toy["image"])}, toy["labels"])
+    assert (result.steps > 0) == trains
+    assert accuracy(model, {"image": toy["image"]}, toy["labels"]) > 0.95
+    assert 1.0 <= result.scale <= 100.0
+
+
+def test_zero_shot_through_the_knowledge_graph(toy):
+    """A class without training images is scored through its graph neighbours; gamma comes from seen classes."""
+    model = create_model(image_model("kg"), classes=toy["names"], kg=toy["attributes"])
+    seen = toy["labels"] != 4
+    result = model.fit_features({"image": ModalityTable.one_per_sample(toy["image"][seen])}, toy["labels"][seen])
+    assert model.trained_classes().tolist() == [True, True, True, True, False]
+    assert model.available_classes().all()
+    unseen = ~seen
+    scores = model.logits({"image": toy["image"][unseen]})
+    # zero-shot: among the classes, the unseen one wins for most of its images
+    assert float((scores.argmax(1) == 4).float().mean()) > 0.5
+    assert result.gamma == float(model.gamma)
+
+    free = create_model(image_model("free"), classes=toy["names"])
+    free.fit_features({"image": ModalityTable.one_per_sample(toy["image"][seen])}, toy["labels"][seen])
+    assert free.available_classes().tolist() == [True, True, True, True, False]
+    assert torch.isinf(free.logits({"image": toy["image"][:3]})[:, 4]).all()
+
+
+def test_image_text_model_fuses_and_masks_absent_text(toy, tmp_path):
+    config = {"modalities": {"image": {"projection": "mlp", "input_dim": D_IMAGE},
+                             "text": {"projection": "mlp", "input_dim": D_TEXT}}, "dim": 16}
+    model = create_model(config, classes=toy["names"], seed=3)
+    tables = {"image": ModalityTable.one_per_sample(toy["image"]), "text": ModalityTable.one_per_sample(toy["text"])}
+    result = model.fit_features(tables, toy["labels"], train=quick(tmp_path))
+    assert result.steps > 0 and result.history
+    both = model.logits({"image": toy["image"], "text": toy["text"]})
+    absent = torch.zeros(len(toy["labels"]), dtype=torch.bool)
+    masked = model.logits({"image": toy["image"], "text": torch.randn_like(toy["text"])}, {"text": absent})
+    image_only = model.logits({"image": toy["image"]})
+    # a masked modality is ignored whatever its rows hold: the same as leaving it out
+    assert torch.allclose(masked, image_only, atol=1e-5)
+    assert not torch.allclose(both, image_only)
+    assert accuracy(model, {"image": toy["image"], "text": toy["text"]}, toy["labels"]) > 0.9
+
+
+def test_same_seed_same_weights(toy, tmp_path):
+    config = {"modalities": {"image": {"projection": "mlp", "input_dim": D_IMAGE}}, "dim": 8}
+    weights = []
+    for run in range(2):
+        model = create_model(config, classes=toy["names"], seed=7)
+        model.fit_features({"image": ModalityTable.one_per_sample(toy["image"])}, toy["labels"],
+                           train=quick(tmp_path / str(run), epochs=2))
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_save_and_load_give_bit_identical_predictions(toy, tmp_path):
+    model = create_model(image_model("kg"), classes=toy["names"], kg=toy["attributes"])
+    model.fit_features({"image": ModalityTable.one_per_sample(toy["image"][:120])}, toy["labels"][:120])
+    folder = model.save_pretrained(tmp_path / "model")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "graph.safetensors", "model.safetensors"]
+    loaded = FGModel.from_pretrained(folder)
+    assert loaded.class_names == toy["names"]
+    assert torch.equal(loaded.logits({"image": toy["image"]}), model.logits({"image": toy["image"]}))
+    assert float(loaded.gamma) == float(model.gamma)
+    assert create_model(folder).class_names == toy["names"]  # a folder is accepted where a preset is
+
+
+def test_save_refuses_foreign_folders_and_needs_overwrite(toy, tmp_path):
+    model = create_model(image_model("means"), classes=toy["names"])
+    model.fit_features({"image": ModalityTable.one_per_sample(toy["image"])}, toy["labels"])
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.txt").write_text("precious")
+    with pytest.raises(DataError, match="holds no fgmm model"):
+        model.save_pretrained(foreign)
+    assert (foreign / "chapter1.txt").read_text() == "precious"
+    model.save_pretrained(tmp_path / "m")
+    with pytest.raises(DataError, match="overwrite=True"):
+        model.save_pretrained(tmp_path / "m")
+    model.save_pretrained(tmp_path / "m", overwrite=True)
+    assert not list(tmp_path.glob(".m.*"))  # no staging leftovers
+
+
+def test_loading_refuses_bad_folders(toy, tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        FGModel.from_pretrained(tmp_path / "nothing")
+    model = create_model(image_model("means"), classes=toy["names"])
+    model.fit_features({"image": ModalityTable.one_per_sample(toy["image"])}, toy["labels"])
+    folder = model.save_pretrained(tmp_path / "m")
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(DataError, match="cannot read the weights"):
+        FGModel.from_pretrained(folder)
+    record = json.loads((folder / "config.json").read_text())
+    record["config"]["modalities"]["image"]["input_dim"] = D_IMAGE + 1
+    (folder / "config.json").write_text(json.dumps(record))
+    model.save_pretrained(tmp_path / "ok")
+    (tmp_path / "ok" / "config.json").write_text(json.dumps(record))
+    with pytest.raises(DataError, match="do not fit the saved config"):
+        FGModel.from_pretrained(tmp_path / "ok")
+
+
+def test_features_of_another_width_are_refused(toy):
+    model = create_model(image_model("means"), classes=toy["names"])
+    model.fit_features({"image": ModalityTable.one_per_sample(toy["image"])}, toy["labels"])
+    with pytest.raises(DataError, match=r"expects \[B, 24\] \(were they made by another image encoder"):
+        model.logits({"image": torch.randn(3, D_IMAGE + 1)})
+    with pytest.raises(DataError, match="modalities the model does not have"):
+        model.fit_features({"audio": ModalityTable.one_per_sample(toy["image"])}, toy["labels"])
+
+
+def test_a_knowledge_graph_of_other_classes_is_refused(toy):
+    with pytest.raises(ConfigError, match="knowledge graph has 4 dataset classes, the model 5"):
+        create_model(image_model("kg"), classes=toy["names"], kg=toy["attributes"][:4])
+
+
+def test_sample_features_draw_subsets_while_training_and_pool_for_evaluation():
+    features = torch.eye(4)
+    table = ModalityTable(features, [[0, 1, 2], [], [3]])
+    train = SampleFeatures({"text": table}, [0, 1, 2], train=True, max_items={"text": 2})
+    evaluation = SampleFeatures({"text": table}, [0, 1, 2])
+    assert train[1]["text"] is None and evaluation[1]["text"] is None
+    assert torch.allclose(evaluation[0]["text"], torch.tensor([1.0, 1.0, 1.0, 0.0]) / 3 ** 0.5)
+    drawn = {tuple(train[0]["text"].gt(0).tolist()) for _ in range(50)}
+    assert all(1 <= sum(d) <= 2 for d in drawn) and len(drawn) > 2
