@@ -69,10 +69,12 @@ def write_marker(folder: str | Path, kind: str, foreign: Iterable[str] = (), **i
 
 
 def is_empty(folder: Path) -> bool:
-    """Whether ``folder`` is absent or an empty directory."""
+    """Whether ``folder`` is absent or an empty directory (temporaries of fgmm's atomic writes aside,
+    e.g. the marker another process is writing right now)."""
     if not folder.exists():
         return True
-    return folder.is_dir() and next(os.scandir(folder), None) is None
+    return folder.is_dir() and not any(not fnmatch.fnmatchcase(entry.name, TEMPORARY_PATTERN)
+                                       for entry in os.scandir(folder))
 
 
 def owner(folder: str | Path, legacy: Legacy | None = None, kind: str | None = None) -> str | None:

@@ -84,7 +84,7 @@ def test_train_evaluate_and_resume(tiny_procedural, tmp_path: Path) -> None:
                       "train:\n  batch_size: 8\n  progress: false\n")
     first = runner.invoke(app, ["train", "--config", str(config), *common, "--epochs", "2"])
     assert first.exit_code == 0, first.output
-    more = runner.invoke(app, ["train", "--config", str(config), *common, "--epochs", "3"])
+    more = runner.invoke(app, ["train", "--config", str(config), *common, "--epochs", "3", "--resume"])
     assert more.exit_code == 0, more.output
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs if e.get("event") == "epoch"] == [0, 1, 2]

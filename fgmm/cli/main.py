@@ -68,9 +68,14 @@ def demo(
 
 
 @app.command(epilog="Examples:\n\n  fgmm train --config examples/configs/cub_head.yaml\n\n"
-                    "  fgmm train --data data/cub200 --epochs 30 --out runs/cub")
+                    "  fgmm train --data data/cub200 --epochs 30 --out runs/cub\n\n"
+                    "  fgmm train --config examples/configs/cub_head.yaml --out runs/cub --resume")
 @friendly_errors
 def train(
+TRAIN_OVERRIDES = {"data": "data.root", "vision": "model.vision", "epochs": "train.epochs", "lr": "train.lr",
+                   "finetune": "model.finetune", "out": "train.out_dir", "skip_bad": "data.skip_bad"}
+
+
     config: Path | None = typer.Option(None, "--config", "-c", help="experiment YAML/JSON (see examples/configs)"),
     data: Path | None = typer.Option(None, help="dataset root (overrides the config)"),
     vision: str | None = typer.Option(None, help="vision encoder, any timm name (overrides the config)"),
@@ -80,25 +85,26 @@ def train(
                                          help="train the backbone end to end (GPU) or a head on cached features"),
     out: Path | None = typer.Option(None, help="run folder (overrides the config)"),
     skip_bad: bool | None = typer.Option(None, "--skip-bad", help="skip unreadable images (counted, listed)"),
-    fresh: bool = typer.Option(False, "--fresh", help="start over instead of resuming from out/last.ckpt"),
+    resume: bool = typer.Option(False, "--resume", help="continue the unfinished run in the run folder "
+                                                        "(same settings and data)"),
+    fresh: bool = typer.Option(False, "--fresh", help="start over in a run folder that holds a run (replaced only "
+                                                      "after every check passed)"),
+    force: bool = typer.Option(False, "--force", help="write into a non-empty folder that is not an fgmm run "
+                                                      "(its files are never overwritten or deleted)"),
 ) -> None:
-    """Train an image classifier; resumes from the run folder's last checkpoint.
+    """Train an image classifier into a run folder.
 
-    Under torchrun (``torchrun --nproc_per_node 2 -m fgmm.cli.main train ...``) it trains with DDP.
+    A new or empty run folder starts a new run. A folder holding an fgmm run needs --resume (continue it,
+    when unfinished and with the same settings and data) or --fresh (start over); a finished run is never
+    resumed. Under torchrun (``torchrun --nproc_per_node 2 -m fgmm.cli.main train ...``) it trains with DDP.
     """
     from fgmm.experiment import ExperimentConfig, train_experiment
 
-    cfg = ExperimentConfig.from_file(config) if config else ExperimentConfig()
-    overrides = {"root": data, "vision": vision, "epochs": epochs, "lr": lr, "finetune": finetune, "out_dir": out,
-                 "skip_bad": skip_bad}
-    for target in (cfg.data, cfg.model, cfg.train):
-        for key, value in overrides.items():
-            if value is not None and hasattr(target, key):
-                setattr(target, key, value)
-    if fresh:
-        for name in ("last.ckpt", "best.ckpt"):
-            (Path(cfg.train.out_dir) / name).unlink(missing_ok=True)
-    result = train_experiment(cfg)
+    values = {"data": data, "vision": vision, "epochs": epochs, "lr": lr, "finetune": finetune, "out": out,
+              "skip_bad": skip_bad}
+    cfg = ExperimentConfig.from_sources(config, {TRAIN_OVERRIDES[k]: v for k, v in values.items()},
+                                        names={v: f"--{k.replace('_', '-')}" for k, v in TRAIN_OVERRIDES.items()})
+    result = train_experiment(cfg, resume=resume, fresh=fresh, force=force)
     best = result["best_val_top1"]
     summary = f"trained {result['steps']} steps ({result['stop_reason']})"
     console.print(summary + (f"; best validation top-1 {100 * best:.1f}%" if best is not None else ""))
@@ -110,7 +116,7 @@ def train(
 def evaluate(
     run: Path = typer.Argument(..., help="run folder written by `fgmm train`"),
     data: Path | None = typer.Option(None, help="dataset root (default: the one the run trained on)"),
-    checkpoint: str = typer.Option("best", help="'best' or 'last'"),
+    checkpoint: str = typer.Option("best", help="'best' (the last one when the run had no validation) or 'last'"),
 ) -> None:
     """Top-1 on the test split, per-class accuracy and confusion plots, eval.json in the run folder."""
     from fgmm.experiment import evaluate_run

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -165,19 +166,33 @@ def config_to_dict(obj: Any) -> dict[str, Any]:
     return plain(obj)
 
 
-def load_config(cls: type[C], path: str | Path) -> C:
-    """Read dataclass ``cls`` from a ``.yaml``/``.yml``/``.json`` file (see :func:`config_from_dict`)."""
+def read_config_data(path: str | Path) -> dict[str, Any]:
+    """The mapping in a ``.yaml``/``.yml``/``.json`` config file (not yet validated).
+
+    Raises:
+        ConfigError: the file cannot be read, does not parse, or does not hold a mapping.
+    """
     path = Path(path)
     kind = _format(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
     try:
         data = yaml.safe_load(text) if kind == "yaml" else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid {kind.upper()} ({str(exc).splitlines()[0]})") from None
-    return config_from_dict(cls, {} if data is None else data, source=path)
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[C], path: str | Path) -> C:
+    """Read dataclass ``cls`` from a ``.yaml``/``.yml``/``.json`` file (see :func:`config_from_dict`)."""
+    return config_from_dict(cls, read_config_data(path), source=path)
 
 
 def save_config(obj: Any, path: str | Path) -> Path:
@@ -187,6 +202,30 @@ def save_config(obj: Any, path: str | Path) -> Path:
     text = (yaml.safe_dump(data, sort_keys=False) if _format(path) == "yaml"
             else json.dumps(data, indent=2) + "\n")
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def check_range(config: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
+                fraction: tuple[str, ...] = (), unit: tuple[str, ...] = ()) -> None:
+    """Validate numeric fields of a config dataclass in ``__post_init__`` (``None`` values are skipped).
+
+    Every float must be finite (no NaN or infinity); ``positive`` fields must be > 0, ``non_negative``
+    ones >= 0, ``fraction`` ones in [0, 1) and ``unit`` ones in (0, 1).
+
+    Raises:
+        ConfigError: ``key 'name' must be ..., got value`` for the first offending field.
+    """
+    rules = {**{n: ("> 0", lambda v: v > 0) for n in positive},
+             **{n: (">= 0", lambda v: v >= 0) for n in non_negative},
+             **{n: ("in [0, 1)", lambda v: 0 <= v < 1) for n in fraction},
+             **{n: ("in (0, 1)", lambda v: 0 < v < 1) for n in unit}}
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value):
+            raise ConfigError(f"key '{item.name}' must be a finite number, got {value}")
+        if item.name in rules and not rules[item.name][1](value):
+            raise ConfigError(f"key '{item.name}' must be {rules[item.name][0]}, got {value}")
 
 
 @dataclass
@@ -274,12 +313,8 @@ class TrainConfig:
         for name, value in positive.items():
             if value is not None and value < 1:
                 raise ConfigError(f"key '{name}' must be >= 1, got {value}")
-        non_negative = {"lr": self.lr, "weight_decay": self.weight_decay, "momentum": self.momentum,
-                        "warmup_steps": self.warmup_steps, "num_workers": self.num_workers,
-                        "grad_clip": self.grad_clip}
-        for name, value in non_negative.items():
-            if value is not None and value < 0:
-                raise ConfigError(f"key '{name}' must be >= 0, got {value}")
+        check_range(self, positive=("lr", "grad_clip"),
+                    non_negative=("weight_decay", "warmup_steps", "num_workers"), fraction=("momentum",))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> TrainConfig:
@@ -299,4 +334,5 @@ class TrainConfig:
         return save_config(self, path)
 
 
-__all__ = ["TrainConfig", "config_from_dict", "config_to_dict", "load_config", "save_config"]
+__all__ = ["TrainConfig", "check_range", "config_from_dict", "config_to_dict", "load_config", "read_config_data",
+           "save_config"]

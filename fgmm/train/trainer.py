@@ -53,6 +53,14 @@ from fgmm.train.distributed import (
     setup_distributed,
 )
 from fgmm.train.metrics_log import MetricsLogger
+from fgmm.train.run_folder import (
+    BEST_NAME,
+    LAST_NAME,
+    check_resumable,
+    ensure_run_folder,
+    finished_error,
+    stop_reason_of,
+)
 from fgmm.train.seed import (
     derive_seed,
     get_rng_state,
@@ -66,16 +74,6 @@ MetricsFn = Callable[[Tensor, Tensor], dict[str, float]]
 
 OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer")
 SCHEDULERS: Registry[float] = Registry("scheduler")
-
-LAST_NAME = "last.ckpt"
-BEST_NAME = "best.ckpt"
-# config keys that may change between a checkpoint and its resumption
-_RESUMABLE_CHANGES = frozenset({
-    "epochs", "max_steps", "progress", "log_every_steps", "checkpoint_every_steps", "num_workers",
-    "device", "out_dir", "early_stopping_patience", "restore_best", "csv_log", "tensorboard",
-    "eval_batch_size", "find_unused_parameters",
-})
-
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Trainable parameters split into decayed (matrices, kernels) and undecayed (biases, norms, scales)."""
@@ -323,11 +321,20 @@ class Trainer:
     def fit(self, resume: bool = True) -> TrainResult:
         """Train until ``epochs``, early stopping or ``max_steps``; resume from ``last.ckpt`` if present.
 
+        ``out_dir`` must be absent, empty or a run folder (see :mod:`fgmm.train.run_folder`); it is marked
+        as fgmm's. A folder holding other files is refused, so that no file of the user's is overwritten.
+
         Args:
             resume: continue from ``out_dir/last.ckpt`` when it exists; ``False`` starts over
                 (the old checkpoints are overwritten as training proceeds).
+
+        Raises:
+            ConfigError: resuming a checkpoint written with other settings, or a run that has
+                finished (nothing is loaded into the model then).
+            OwnershipError: ``out_dir`` holds files fgmm did not create.
         """
         cfg = self.config
+        ensure_run_folder(self.out_dir, write=self.dist.is_main)
         if cfg.deterministic:
             use_deterministic_algorithms()
         resumed = resume and self.last_path.is_file()
@@ -335,6 +342,8 @@ class Trainer:
             self._restore(self.last_path)
         else:
             self._reset()
+            if self.dist.is_main:  # a stale best.ckpt of the run being replaced must not outlive it
+                self.best_path.unlink(missing_ok=True)
             seed_everything(cfg.seed)
         logger = MetricsLogger(self.out_dir, enabled=self.dist.is_main, csv_log=cfg.csv_log,
                                tensorboard=cfg.tensorboard)
@@ -555,13 +564,9 @@ class Trainer:
 
     def _stop_reason(self) -> str | None:
         """``"max_steps"`` or ``"early_stopping"`` when training must stop now, else ``None``."""
-        cfg = self.config
-        if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
-            return "max_steps"
-        patience = cfg.early_stopping_patience
-        if self.val_data is not None and patience is not None and self.early.bad_epochs >= patience:
-            return "early_stopping"
-        return None
+        progress = {"epoch": 0, "global_step": self.global_step, "early_stopping": self.early.state_dict()}
+        reason = stop_reason_of(progress, self.config, self.val_data is not None)
+        return None if reason == "completed" else reason
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -602,7 +607,10 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         state = load_checkpoint(path, map_location="cpu")
-        self._check_resumable(state["config"], path)
+        check_resumable(state["config"], self.config, path)
+        reason = stop_reason_of(state, self.config, self.val_data is not None)
+        if reason is not None:
+            raise finished_error(self.out_dir, reason, state)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -620,17 +628,3 @@ class Trainer:
         self.history = list(state["history"])
         self._train_loss.load_state_dict(state["train_loss"], self.dist)
         self._elapsed_before = state["seconds"]
-
-    def _check_resumable(self, saved: dict[str, Any], path: Path) -> None:
-        current = self.config.to_dict()
-        changed = [k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k]]
-        if changed:
-            key = changed[0]
-            raise ConfigError(f"{path}: the checkpoint was written with {key}={saved.get(key)!r}, the "
-                              f"config now says {current[key]!r} ({len(changed)} such keys: "
-                              f"{', '.join(changed)}); use the same settings to resume, or another "
-                              "out_dir / fit(resume=False) to start over")
-        if saved.get("epochs") != current["epochs"]:
-            warnings.warn(f"{path}: resuming a run planned for {saved.get('epochs')} epochs with "
-                          f"epochs={current['epochs']}: the learning-rate schedule is stretched from "
-                          "the current step on", stacklevel=4)
