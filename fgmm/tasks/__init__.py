@@ -13,8 +13,10 @@ both print the same table. Tasks register themselves::
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ class TaskContext:
         out_dir: where tasks may write plots/artifacts, or ``None``.
         cache: a :class:`fgmm.cache.FeatureCache` for tasks that encode more (e.g. texts).
         shared: results tasks hand to later tasks (e.g. a trained image head).
+        encoders: the encoder (model name) behind each modality's features, e.g. ``{"image": "efficientnet_lite2"}``.
     """
 
     dataset: MultiModalDataset
@@ -55,6 +58,40 @@ class TaskContext:
     out_dir: Path | None = None
     cache: Any = None
     shared: dict[str, Any] = field(default_factory=dict)
+    encoders: dict[str, str] = field(default_factory=dict)
+
+    def model(self, preset: str | dict[str, Any], classes: Sequence[str] | None = None,
+              dims: dict[str, int] | None = None, **overrides: Any):
+        """An untrained :class:`fgmm.FGModel` for this context's features (no encoder is loaded).
+
+        Args:
+            preset: a preset name of :func:`fgmm.list_models` or a config dict.
+            classes: its class names (default: every class of the dataset).
+            dims: feature widths of modalities not in :attr:`features` (e.g. ``{"text": 384}``).
+            **overrides: merged into the preset (see :func:`fgmm.create_model`).
+        """
+        from fgmm.space import create_model, model_config
+
+        widths = {m: int(f.shape[1]) for m, f in self.features.items()} | dict(dims or {})
+        wanted = model_config(preset, **overrides).modalities
+        modalities = {m: {"input_dim": widths[m], "encoder": self.encoders.get(m)} for m in wanted}
+        patch = overrides.pop("modalities", {})
+        for m, spec in patch.items():
+            modalities[m] = modalities.get(m, {}) | spec
+        return create_model(preset, classes=list(classes or self.dataset.class_names), seed=self.seed,
+                            modalities=modalities, **overrides)
+
+    @contextmanager
+    def train_config(self, name: str, n_train: int, **overrides: Any) -> Iterator[Any]:
+        """The :class:`~fgmm.train.TrainConfig` of a task's model: the default recipe
+        (:func:`fgmm.space.fitting.default_train_config`) with this context's seed and device; its
+        checkpoints go to ``out_dir/<name>`` or, without ``out_dir``, to a folder removed afterwards."""
+        from fgmm.space.fitting import default_train_config
+
+        with tempfile.TemporaryDirectory(prefix=f"fgmm-{name}-") as tmp:
+            out_dir = self.out_dir / name if self.out_dir else Path(tmp)
+            yield default_train_config(n_train, **({"seed": self.seed, "device": self.device, "out_dir": out_dir}
+                                                   | overrides))
 
     def indices(self, part: str) -> np.ndarray:
         """Indices of the samples in split ``part`` (``"train"`` or ``"test"``)."""

@@ -37,7 +37,6 @@ something was encoded.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,31 +204,12 @@ def audio_run(ctx: TaskContext) -> AudioRun:
 
 
 def _image_log_probs(ctx: TaskContext, indices: np.ndarray) -> torch.Tensor:
-    """``[len(indices), num_classes]`` image log-probabilities from the image task's head (trained here with
-    the image task's recipe when that task has not run)."""
-    if "image_model" not in ctx.shared:
-        from fgmm.data.torch_dataset import FeatureDataset
-        from fgmm.models.classifier import ImageClassifier
-        from fgmm.models.heads import LinearHead
-        from fgmm.tasks.image import head_config
-        from fgmm.train import Trainer
+    """``[len(indices), num_classes]`` image log-probabilities from the image task's model (the one model,
+    trained once per context by :func:`fgmm.tasks.image.image_model`)."""
+    from fgmm.tasks.image import image_model
 
-        train, _ = ctx.trained_indices()
-        x, y = ctx.features["image"][train], ctx.labels(train)
-        model = ImageClassifier(LinearHead(x.shape[1], ctx.dataset.num_classes), x.shape[1], dropout=0.5)
-        model.norm.fit(x)
-        with tempfile.TemporaryDirectory(prefix="fgmm-audio-image-") as tmp:
-            Trainer(model, head_config(ctx, Path(tmp), len(train)), FeatureDataset({"features": x}, y)).fit(
-                resume=False)
-        ctx.shared["image_model"] = model
-    model = ctx.shared["image_model"].eval()
-    with torch.no_grad():
-        logits = model({"features": ctx.features["image"][torch.as_tensor(indices)].to(_device(model))})["logits"]
+    logits = image_model(ctx).logits({"image": ctx.features["image"][torch.as_tensor(indices)]})
     return torch.log_softmax(logits.float().cpu(), dim=1)
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _retrieval(ctx: TaskContext, audio_log_probs: torch.Tensor, audio_classes: list[int],
