@@ -34,8 +34,8 @@ class OwnershipError(DataError):
     """fgmm refuses to write into, overwrite or delete something it did not create (see :mod:`fgmm.ownership`)."""
 
 
-class ConfigError(FgmmError):
-    """A configuration file or value is invalid (unknown key, wrong type, out of range)."""
+class ConfigError(FgmmError, ValueError):
+    """A configuration file or value is invalid (unknown key, wrong type, out of range); also a ``ValueError``."""
 
 
 class WeightsUnavailableError(FgmmError):

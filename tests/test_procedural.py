@@ -11,10 +11,13 @@ from PIL import Image
 
 from fgmm.data import generate_procedural, procedural_class_spec
 from fgmm.data.procedural import ATTRIBUTE_GROUPS, ATTRIBUTE_NAMES, GENUS_GROUPS, SAMPLE_RATE, SPECIES_GROUPS
+from fgmm.ownership import MARKER
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """The dataset's files (not the ownership marker, which records when the folder was made)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != MARKER}
 
 
 def test_same_seed_gives_byte_identical_files(tiny_procedural, tmp_path: Path) -> None:

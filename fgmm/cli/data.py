@@ -18,17 +18,26 @@ def check(
     root: Path = typer.Argument(..., help="dataset root (CUB-200-2011 layout or fgmm folder format)"),
     shallow: bool = typer.Option(False, "--shallow", help="skip decoding and hashing every image"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the report as JSON here"),
+    allow_subset: bool = typer.Option(False, "--allow-subset", help="the root holds only part of the files its "
+                                                                    "metadata lists: absent ones are warnings"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing --json file"),
 ) -> None:
     """Counts, classes, modalities present, corrupt files and duplicate images of a dataset.
 
-    Exits with code 1 when something is broken (corrupt or missing files, no images).
+    Exit codes: 0 the data is fine (warnings aside); 1 problems were found (the data does not load or is
+    inconsistent, files are corrupt, or files the metadata names are absent, unless --allow-subset);
+    2 the command itself failed (e.g. --json names a folder or an existing file without --force).
     """
     from fgmm.data import check_dataset
+    from fgmm.io import write_bytes_atomic
+    from fgmm.ownership import check_new_file
 
-    report = check_dataset(root, deep=not shallow)
+    if json_out is not None:
+        check_new_file(json_out, force, what="JSON report (--json)")
+    report = check_dataset(root, deep=not shallow, allow_subset=allow_subset)
     console.print(report.format(), highlight=False)
     if json_out:
-        json_out.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        write_bytes_atomic(json_out, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     if not report.ok:
         raise typer.Exit(code=1)
 
@@ -43,10 +52,15 @@ def generate(
     noise: float = typer.Option(0.2, help="fraction of training labels made wrong, web-style"),
     seed: int = typer.Option(0, help="random seed (same seed, same bytes)"),
     audio: bool = typer.Option(True, help="synthesise a song per sample"),
+    force: bool = typer.Option(False, "--force", help="write into a non-empty folder fgmm did not create "
+                                                      "(nothing already there is overwritten)"),
 ) -> None:
-    """Generate the procedural fine-grained dataset (images, captions, audio, locations, dates)."""
+    """Generate the procedural fine-grained dataset (images, captions, audio, locations, dates).
+
+    OUT must be new, empty or a dataset folder fgmm generated (regenerated in place).
+    """
     from fgmm.data import generate_procedural
 
     dataset = generate_procedural(out, num_classes=classes, images_per_class=images, unseen_classes=unseen,
-                                  noise_rate=noise, seed=seed, with_audio=audio)
+                                  noise_rate=noise, seed=seed, with_audio=audio, force=force)
     console.print(f"wrote {len(dataset)} samples of {dataset.num_classes} classes to {out}")

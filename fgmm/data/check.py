@@ -55,7 +55,11 @@ def scan_images(paths: Iterable[Path], *, digest: bool = False,
 @dataclass
 class CheckReport:
     """What :func:`check_dataset` found. ``ok`` is false when something is broken (``errors``);
-    ``warnings`` are worth reading but do not stop training."""
+    ``warnings`` are worth reading but do not stop training.
+
+    Files that the metadata names but that are absent (``left_out`` by the loader) are errors, unless
+    ``allow_subset`` says the root is meant to hold only part of the dataset; then they are warnings.
+    """
 
     root: str | None
     dataset_format: str
@@ -76,6 +80,7 @@ class CheckReport:
     boxes_past_border: int = 0
     load_error: str | None = None
     deep: bool = False
+    allow_subset: bool = False
     seconds: float = 0.0
 
     @property
@@ -87,7 +92,14 @@ class CheckReport:
         if self.corrupt_images:
             out.append(f"{len(self.corrupt_images)} image(s) cannot be decoded, e.g. "
                        f"{self.corrupt_images[0]['path']}: {self.corrupt_images[0]['problem']}")
+        if not self.allow_subset:
+            out += [f"{message} (pass --allow-subset / allow_subset=True if the root holds only part of the data)"
+                    for message in self._absent()]
         return out
+
+    def _absent(self) -> list[str]:
+        return [f"{count} {kind} file(s) named by the metadata are absent (left out by the loader)"
+                for kind, count in self.left_out.items() if count]
 
     @property
     def warnings(self) -> list[str]:
@@ -95,8 +107,8 @@ class CheckReport:
         if self.classes_without_images:
             out.append(f"{len(self.classes_without_images)} class(es) have no images, e.g. "
                        f"{self.classes_without_images[0]}")
-        out += [f"{count} {kind} file(s) named by the metadata are absent (left out by the loader)"
-                for kind, count in self.left_out.items() if count]
+        if self.allow_subset:
+            out += self._absent()
         if self.skipped_bad:
             out.append(f"{len(self.skipped_bad)} unreadable file(s) were skipped by the loader")
         if self.duplicate_images:
@@ -166,11 +178,12 @@ def _fill(report: CheckReport, dataset: MultiModalDataset, deep: bool, workers: 
 
 
 def check_dataset(dataset_or_root: MultiModalDataset | str | Path, *, deep: bool = True,
-                  format: str | None = None, workers: int | None = None) -> CheckReport:
+                  format: str | None = None, workers: int | None = None, allow_subset: bool = False) -> CheckReport:
     """Check a dataset or a dataset root (format auto-detected unless ``format`` is given).
 
     A root that fails to load gives a report with ``load_error`` set (and ``ok`` false) rather
     than an exception. ``deep`` decodes and hashes every image (about 2 ms per CUB image and core).
+    ``allow_subset`` turns files named by the metadata but absent from errors into warnings.
     """
     from fgmm.data import load_dataset  # the format registry imports the loaders, which import us
 
@@ -181,9 +194,10 @@ def check_dataset(dataset_or_root: MultiModalDataset | str | Path, *, deep: bool
             dataset = load_dataset(dataset_or_root, format=format)
         except DataError as exc:
             return CheckReport(root=str(dataset_or_root), dataset_format=format or "unknown", name="?",
-                               load_error=str(exc), seconds=time.perf_counter() - start)
+                               load_error=str(exc), seconds=time.perf_counter() - start, allow_subset=allow_subset)
     report = CheckReport(root=str(dataset.root) if dataset.root else None,
-                         dataset_format=dataset.meta.get("format", "folder"), name=dataset.name, deep=deep)
+                         dataset_format=dataset.meta.get("format", "folder"), name=dataset.name, deep=deep,
+                         allow_subset=allow_subset)
     _fill(report, dataset, deep, workers)
     report.seconds = time.perf_counter() - start
     return report

@@ -26,6 +26,7 @@ import csv
 import io
 import logging
 import os
+import re
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -74,6 +75,7 @@ def clip_bbox(bbox: tuple[float, float, float, float], width: int, height: int) 
     return x0, y0, x1 - x0, y1 - y0
 
 
+_CLASS_PREFIX = re.compile(r"(\d+)\.")
 _WHITESPACE = np.frombuffer(b" \t\r\n\v\f", dtype=np.uint8)
 
 
@@ -123,6 +125,11 @@ def _numbers(path: Path, width: int | None, integer_columns: int = 1) -> tuple[n
                 raise DataError(path, f"malformed row: '{token.decode(errors='replace')}' is not a number",
                                 int(token_line[index]) + 1) from None
         raise
+    infinite = np.nonzero(~np.isfinite(values))[0]
+    if infinite.size:
+        index = int(infinite[0])
+        raise DataError(path, f"malformed row: '{tokens[index].decode(errors='replace')}' is not a finite number",
+                        int(token_line[index]) + 1)
     table = values.reshape(len(row_lines), width)
     whole = table[:, :integer_columns]
     not_whole = np.nonzero(~np.all(np.isfinite(whole) & (whole == np.round(whole)), axis=1))[0]
@@ -139,15 +146,17 @@ def _is_float(token: bytes) -> bool:
     return True
 
 
-def _named(path: Path) -> list[tuple[int, int, str]]:
-    """Rows ``"<integer id> <text>"`` (text may contain spaces) as ``(line, id, text)``."""
+def _named(path: Path, spaces: bool = False) -> list[tuple[int, int, str]]:
+    """Rows ``"<integer id> <name>"`` as ``(line, id, name)``; the name may contain spaces only when
+    ``spaces`` (part names do; paths, class folders and attribute names never do)."""
     rows = []
     for number, line in enumerate(_text(path).splitlines(), 1):
         if not line.strip():
             continue
-        fields = line.split(maxsplit=1)
+        fields = line.split(maxsplit=1) if spaces else line.split()
         if len(fields) != 2 or not fields[0].isdigit():
-            raise DataError(path, f"malformed row: expected '<id> <name>', found '{line.strip()}'", number)
+            found = f"{len(fields)} fields in" if len(fields) > 2 else "found"
+            raise DataError(path, f"malformed row: expected '<id> <name>', {found} '{line.strip()}'", number)
         rows.append((number, int(fields[0]), fields[1].strip()))
     return rows
 
@@ -172,7 +181,11 @@ def _classes(meta_dir: Path) -> list[str]:
     if not rows:
         raise DataError(path, "no classes listed")
     folders = [""] * len(rows)
-    for _, class_id, folder in rows:
+    for line, class_id, folder in rows:
+        number = _CLASS_PREFIX.match(folder)
+        if number and int(number.group(1)) != class_id:
+            raise DataError(path, f"class id {class_id} names folder '{folder}', whose number is "
+                                  f"{int(number.group(1))}: are two rows swapped?", line)
         folders[class_id - 1] = folder
     return folders
 
@@ -192,6 +205,16 @@ class _CubReader:
         self.missing: dict[str, list[str]] = {"image": [], "text": [], "audio": []}
         self.absent_files: list[str] = []
 
+    def check_image_folders(self) -> None:
+        """Every class folder under ``images/`` must be a class of classes.txt."""
+        if not self.images_dir.is_dir():
+            return
+        known = set(self.folders)
+        for entry in sorted(os.scandir(self.images_dir), key=lambda e: e.name):
+            if entry.is_dir() and not entry.name.startswith(".") and entry.name not in known:
+                raise DataError(Path(entry.path), f"image folder is not a class of {self.meta_dir}/classes.txt "
+                                                  f"({len(known)} classes listed)")
+
     def optional(self, relpath: str) -> Path | None:
         path = self.meta_dir / relpath
         if path.is_file():
@@ -202,6 +225,7 @@ class _CubReader:
     def samples(self, require_images: bool) -> tuple[list[Sample], list[int], int]:
         """Samples of the images present (all listed ones when ``require_images`` is false),
         their official ``is_train`` flags and the number of rows in images.txt."""
+        self.check_image_folders()
         images_txt = self.meta_dir / "images.txt"
         listed = _named(images_txt)
         if not listed:
@@ -230,6 +254,11 @@ class _CubReader:
                     raise DataError(path, f"no row for image id {image_id} (images.txt line {line})")
             path = resolve_inside(self.images_dir, relpath, source=images_txt, line=line)
             folder, _, name = relpath.replace("\\", "/").rpartition("/")
+            class_id = int(labels[label_of[image_id], 1])
+            if folder != self.folders[class_id - 1]:
+                raise DataError(labels_path, f"image id {image_id} is labelled {class_id} "
+                                             f"({self.folders[class_id - 1]}) but images.txt line {line} puts it in "
+                                             f"folder '{folder}'", int(label_lines[label_of[image_id]]))
             if folder not in present_in:
                 directory = self.images_dir / folder
                 present_in[folder] = set(os.listdir(directory)) if directory.is_dir() else set()
@@ -238,7 +267,6 @@ class _CubReader:
                 self.missing["image"].append(relpath)
                 if require_images:
                     continue
-            class_id = int(labels[label_of[image_id], 1])
             samples.append(Sample(
                 id=str(image_id), label=class_id - 1,
                 image=path if present else None,
@@ -263,7 +291,7 @@ class _CubReader:
         names_path, locs_path = self.optional("parts/parts.txt"), self.optional("parts/part_locs.txt")
         if names_path is None or locs_path is None:
             return []
-        names = {part_id: name for _, part_id, name in _named(names_path)}
+        names = {part_id: name for _, part_id, name in _named(names_path, spaces=True)}
         part_ids = np.array(sorted(names))
         locs, lines = _numbers(locs_path, 5, 2)
         unknown = np.nonzero(~np.isin(locs[:, 1], part_ids))[0]

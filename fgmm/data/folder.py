@@ -34,14 +34,19 @@ from pathlib import Path
 import numpy as np
 
 from fgmm.data.sample import MultiModalDataset, Sample
-from fgmm.errors import DataError
+from fgmm.errors import DataError, OwnershipError
 from fgmm.io import write_bytes_atomic as write_atomic
+from fgmm.ownership import claim_folder
 
 SAMPLES_FILE = "samples.csv"
 CLASSES_FILE = "classes.csv"
 ATTRIBUTES_FILE = "class_attributes.csv"
 RECORDINGS_FILE = "recordings.csv"
 MANIFEST_FILE = "dataset.json"
+
+DATASET_KIND = "dataset"
+#: the files write_folder puts directly in the root; with ``force`` none of them may exist there yet
+DATASET_FILES = (SAMPLES_FILE, CLASSES_FILE, ATTRIBUTES_FILE, RECORDINGS_FILE, MANIFEST_FILE)
 
 SAMPLE_COLUMNS = ("id", "label", "image", "texts", "audio", "latitude", "longitude", "time", "split",
                   "clean_label", "meta")
@@ -295,18 +300,45 @@ def _csv_text(header: list[str], rows: list[list[str]]) -> str:
     return buffer.getvalue()
 
 
-class _Writer:
-    """Writes samples of one dataset as rows, placing files that live outside the root inside it."""
+def _legacy_dataset(folder: Path) -> bool:
+    """A dataset folder fgmm generated before ownership markers (its manifest names an fgmm generator)."""
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    generator = manifest.get("meta", {}).get("generator", "") if isinstance(manifest, dict) else ""
+    return isinstance(generator, str) and generator.startswith("fgmm.")
 
-    def __init__(self, dataset: MultiModalDataset, root: Path):
-        self.dataset, self.root = dataset, root
+
+def claim_dataset_folder(root: str | Path, force: bool = False, reserved: tuple[str, ...] = DATASET_FILES) -> dict:
+    """Make ``root`` an fgmm dataset folder (see :func:`fgmm.ownership.claim_folder`): absent, empty or
+    written by fgmm; another folder only with ``force``, and then none of ``reserved`` may exist there."""
+    return claim_folder(root, DATASET_KIND, force=force, reserved=reserved, legacy=_legacy_dataset,
+                        what="dataset folder")
+
+
+class _Writer:
+    """Writes samples of one dataset as rows, placing files that live outside the root inside it.
+
+    Files go only where nothing stands that fgmm did not create (entries the root's marker lists as foreign)."""
+
+    def __init__(self, dataset: MultiModalDataset, root: Path, foreign: set[str]):
+        self.dataset, self.root, self.foreign = dataset, root, foreign
         self.names: set[str] = set()
+
+    def target(self, relpath: str) -> Path:
+        """``root / relpath``, refused when it exists inside an entry that is not fgmm's."""
+        target = self.root / relpath
+        if relpath.split("/", 1)[0] in self.foreign and target.exists():
+            raise OwnershipError(target, "exists and was not created by fgmm, so it is not overwritten; move it "
+                                         "away or write the dataset to another folder")
+        return target
 
     def _relative(self, path: Path, folder: str, stem: str) -> str:
         try:
             return path.absolute().relative_to(self.root).as_posix()
         except ValueError:
-            target = self.root / folder / f"{stem}{path.suffix.lower()}"
+            target = self.target(f"{folder}/{stem}{path.suffix.lower()}")
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")
             try:
@@ -334,7 +366,7 @@ class _Writer:
             texts = ""
             if sample.texts:
                 lines = [" ".join(text.split()) for text in sample.texts]
-                texts_path = self.root / f"{prefix}texts" / f"{stem}.txt"
+                texts_path = self.target(f"{prefix}texts/{stem}.txt")
                 write_atomic(texts_path, "\n".join(lines) + "\n")
                 texts = texts_path.relative_to(self.root).as_posix()
             meta = dict(sample.meta)
@@ -354,7 +386,7 @@ class _Writer:
         return rows
 
 
-def write_folder(dataset: MultiModalDataset, root: str | Path) -> Path:
+def write_folder(dataset: MultiModalDataset, root: str | Path, force: bool = False) -> Path:
     """Write ``dataset`` in the folder format under ``root`` and return the root.
 
     Image and audio files already inside ``root`` are referenced where they are; others are copied
@@ -363,10 +395,16 @@ def write_folder(dataset: MultiModalDataset, root: str | Path) -> Path:
     ``Sample.meta`` is written as JSON (``clean_label`` as a class name), so tuples and numpy arrays
     come back as lists.
     Every file is written atomically. ``load_folder(write_folder(d, r))`` reproduces ``d``.
+
+    ``root`` must be absent, empty or an fgmm dataset folder; any other folder needs ``force``, and
+    then fgmm writes next to what is there without overwriting any of it (:func:`claim_dataset_folder`).
+
+    Raises:
+        OwnershipError: ``root`` holds files fgmm did not create (see above).
     """
     root = Path(root).expanduser().absolute()
-    root.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(dataset, root)
+    marker = claim_dataset_folder(root, force)
+    writer = _Writer(dataset, root, set(marker.get("foreign", ())))
     header = list(SAMPLE_COLUMNS)
     write_atomic(root / SAMPLES_FILE, _csv_text(header, writer.rows(dataset.samples, dataset.split, "")))
     if dataset.recordings:

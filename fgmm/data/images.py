@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,9 +24,48 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from fgmm.errors import DataError
+from fgmm.errors import ConfigError, DataError
 
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+MAX_PIXELS_ENV = "FGMM_MAX_IMAGE_PIXELS"
+
+
+def set_max_image_pixels(limit: int | None) -> None:
+    """Set the largest image (width x height) fgmm decodes; ``None`` removes the limit.
+
+    The limit guards against decompression bombs; it is Pillow's ``Image.MAX_IMAGE_PIXELS`` (default
+    89,478,485, about 9459 x 9459), which this sets. The environment variable ``FGMM_MAX_IMAGE_PIXELS``
+    (a number, or ``none``) sets it when fgmm starts, in DataLoader workers too.
+    """
+    if limit is not None and not (isinstance(limit, int) and limit > 0):
+        raise ConfigError(f"the image pixel limit must be a positive whole number or None, got {limit!r}")
+    Image.MAX_IMAGE_PIXELS = limit
+
+
+def max_image_pixels() -> int | None:
+    """The largest image fgmm decodes (see :func:`set_max_image_pixels`)."""
+    return Image.MAX_IMAGE_PIXELS
+
+
+def _limit_from_environment() -> None:
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return
+    if value.lower() == "none":
+        set_max_image_pixels(None)
+    elif value.isdigit() and int(value) > 0:
+        set_max_image_pixels(int(value))
+    else:
+        raise ConfigError(f"{MAX_PIXELS_ENV}={value!r}: give a positive whole number of pixels, or 'none'")
+
+
+def _too_large(path: Path, pixels: str) -> DataError:
+    return DataError(path, f"image too large: {pixels} pixels is over the limit of {max_image_pixels():,} (a guard "
+                           f"against decompression bombs); raise it with {MAX_PIXELS_ENV}=N or "
+                           "fgmm.data.images.set_max_image_pixels(N)")
+
+
+_limit_from_environment()
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -46,15 +86,23 @@ def load_image(path: str | Path) -> Image.Image:
     the EXIF orientation is applied, so a photo looks the way viewers show it.
 
     Raises:
-        DataError: ``"file not found"``, ``"not a file"``, ``"cannot read file: ..."`` or
-            ``"corrupt or truncated image: ..."``, always naming ``path``.
+        DataError: ``"file not found"``, ``"not a file"``, ``"cannot read file: ..."``,
+            ``"image too large: ..."`` (over :func:`max_image_pixels`) or ``"corrupt or truncated image:
+            ..."``, always naming ``path``.
     """
     path = Path(path)
     try:
         size = path.stat().st_size
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # Pillow warns over the limit and raises over twice the limit
+            limit = max_image_pixels()
+            width, height = image.size
+            if limit is not None and width * height > limit:
+                raise _too_large(path, f"{width} x {height} = {width * height:,}")
             image.load()
             return _to_rgb(ImageOps.exif_transpose(image))
+    except Image.DecompressionBombError as exc:  # Pillow's own check, at twice the limit
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_large(path, f"{int(found.group(1)):,}" if found else "its") from None
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except IsADirectoryError:

@@ -33,9 +33,10 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageDraw
 
-from fgmm.data.folder import load_folder, write_folder
+from fgmm.data.folder import DATASET_FILES, claim_dataset_folder, load_folder, write_folder
 from fgmm.data.sample import MultiModalDataset, Sample
 from fgmm.data.splits import holdout_protocol, holdout_split
+from fgmm.errors import ConfigError
 from fgmm.io import write_bytes_atomic as write_atomic
 
 ATTRIBUTE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -78,6 +79,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SIZE_SCALE = {"small": 0.78, "medium": 0.9, "large": 1.04}
 SAMPLE_RATE = 16_000
 AUDIO_SECONDS = 1.5
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
 TEST_FRACTION = 0.25
 SIBLING_NOISE = 0.7
 """Share of noisy labels that name a sibling species (the rest name any other seen class)."""
@@ -154,14 +156,16 @@ def procedural_class_spec(num_classes: int = 20, seed: int = 0, *, unseen_classe
         ``harmonics``), ``range`` (``lat``, ``lon``, ``spread_deg``, ``peak_day``, ``day_spread``)
         and ``description`` (one paragraph, usable as a class description).
     """
-    if num_classes < 2:
-        raise ValueError("the procedural dataset needs at least 2 classes")
+    if not num_classes >= 2:
+        raise ConfigError(f"the procedural dataset needs at least 2 classes, got {num_classes}")
     if not 0 <= unseen_classes < num_classes:
-        raise ValueError(f"unseen_classes must be in [0, {num_classes - 1}], got {unseen_classes}")
+        raise ConfigError(f"unseen_classes must be in [0, {num_classes - 1}], got {unseen_classes}")
+    if not seed >= 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
     rng = _rng(seed, 0)
     num_genera = math.ceil(num_classes / species_per_genus)
     if num_genera > len(GENUS_NAMES) * len(HABITATS):
-        raise ValueError(f"at most {len(GENUS_NAMES) * len(HABITATS) * species_per_genus} classes")
+        raise ConfigError(f"at most {len(GENUS_NAMES) * len(HABITATS) * species_per_genus} classes")
     genus_names = [f"{h}{g}" for h in HABITATS for g in GENUS_NAMES][:num_genera]
     taken_values: set[tuple[str, ...]] = set()
     taken_names: set[str] = set()
@@ -198,7 +202,7 @@ def procedural_class_spec(num_classes: int = 20, seed: int = 0, *, unseen_classe
     candidates = [by_genus[g][shuffled[g][r]] for r in range(species_per_genus - 1) for g in order
                   if r < len(by_genus[g]) - 1]
     if len(candidates) < unseen_classes:
-        raise ValueError(f"cannot hold out {unseen_classes} classes and keep a seen species in every genus")
+        raise ConfigError(f"cannot hold out {unseen_classes} classes and keep a seen species in every genus")
     for chosen in candidates[:unseen_classes]:
         chosen["unseen"] = True
     return classes
@@ -463,7 +467,7 @@ def _make_sample(spec: dict, image_index: int, out_dir: Path, image_size: int, s
 
 def generate_procedural(out_dir: str | Path, *, num_classes: int = 20, images_per_class: int = 40,
                         image_size: int = 96, unseen_classes: int = 5, noise_rate: float = 0.2, seed: int = 0,
-                        with_audio: bool = True) -> MultiModalDataset:
+                        with_audio: bool = True, force: bool = False) -> MultiModalDataset:
     """Write the procedural dataset to ``out_dir`` in the folder format and return it loaded.
 
     Seen classes are split per class (a seeded 25% holdout); samples of unseen classes are all
@@ -471,15 +475,24 @@ def generate_procedural(out_dir: str | Path, *, num_classes: int = 20, images_pe
     observed one (different for ``noise_rate`` of the training samples). The class spec is kept in
     ``dataset.meta["class_spec"]``; each sample's drawn attribute values in
     ``Sample.meta["attributes"]``. Samples are made on a small thread pool, each from its own random
-    stream, so the bytes do not depend on scheduling. Files of an earlier run with other arguments
-    are overwritten when their names repeat and left alone otherwise.
+    stream, so the bytes do not depend on scheduling. ``out_dir`` must be absent, empty or a dataset
+    folder fgmm wrote (whose files are then rewritten); any other folder needs ``force``, and even then
+    no file that is already there is overwritten (:func:`fgmm.data.folder.claim_dataset_folder`).
+
+    Raises:
+        ConfigError: an argument out of range. OwnershipError: ``out_dir`` holds files fgmm did not create.
     """
     if not 0.0 <= noise_rate < 1.0:
-        raise ValueError(f"noise_rate must be in [0, 1), got {noise_rate}")
-    if images_per_class < 2:
-        raise ValueError("images_per_class must be at least 2 (a train and a test image per class)")
+        raise ConfigError(f"noise_rate must be in [0, 1), got {noise_rate}")
+    if not images_per_class >= 2:
+        raise ConfigError(f"images_per_class must be at least 2 (a train and a test image per class), "
+                          f"got {images_per_class}")
+    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise ConfigError(f"image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {image_size}")
     out_dir = Path(out_dir).expanduser().absolute()
     specs = procedural_class_spec(num_classes, seed, unseen_classes=unseen_classes)
+    # before any file is written; the sample files go straight to images/ and audio/, so those must be fgmm's too
+    claim_dataset_folder(out_dir, force, reserved=(*DATASET_FILES, "images", "audio", "texts"))
     jobs = [(spec, image_index) for spec in specs for image_index in range(images_per_class)]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         samples = list(pool.map(lambda job: _make_sample(*job, out_dir, image_size, seed, with_audio), jobs))
@@ -501,5 +514,5 @@ def generate_procedural(out_dir: str | Path, *, num_classes: int = 20, images_pe
                          "image_size": image_size, "unseen_classes": unseen_classes, "noise_rate": noise_rate,
                          "seed": seed, "with_audio": with_audio}},
     )
-    write_folder(dataset, out_dir)
+    write_folder(dataset, out_dir, force)
     return load_folder(out_dir)

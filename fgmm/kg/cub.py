@@ -109,6 +109,8 @@ def _percentages(path: Path, rows: int, columns: int) -> list[list[str]]:
                 value = Decimal(token)
             except InvalidOperation:
                 raise DataError(path, f"'{token}' is not a number", number) from None
+            if not value.is_finite():
+                raise DataError(path, f"'{token}' is not a finite number", number)
             if not 0 <= value <= 100:
                 raise DataError(path, f"percentage {token} is outside [0, 100]", number)
         out.append(tokens)
