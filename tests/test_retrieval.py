@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -125,7 +126,8 @@ def test_save_load_round_trip(tmp_path, backend):
     index.save(tmp_path / "idx")
     loaded = EmbeddingIndex.load(tmp_path / "idx")
     assert loaded.info.backend == backend and loaded.info.class_names == ["a", "b", "c"]
-    assert loaded.ids == index.ids and loaded.paths == index.paths and torch.equal(loaded.labels, index.labels)
+    assert loaded.ids == index.ids and torch.equal(loaded.labels, index.labels)
+    assert loaded.paths == [None if p is None else os.path.abspath(p) for p in index.paths]  # stored relative
     assert torch.equal(loaded.vectors, index.vectors)
     queries = vectors[5:9]
     a, b = index.search(queries, 6), loaded.search(queries, 6)

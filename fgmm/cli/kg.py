@@ -15,6 +15,7 @@ from rich.table import Table
 
 from fgmm.cli._common import console, friendly_errors
 from fgmm.errors import ConfigError, DataError
+from fgmm.ownership import check_new_file
 
 kg_app = typer.Typer(help="Author, validate, query, export and draw knowledge graphs (RDF/Turtle).",
                      no_args_is_help=True)
@@ -41,8 +42,7 @@ def new(
     """Create an empty knowledge graph file."""
     from fgmm.kg import KnowledgeGraph
 
-    if path.exists() and not force:
-        raise DataError(path, "file exists; use --force to overwrite it")
+    check_new_file(path, force, what="knowledge graph file")
     KnowledgeGraph(base, title=title, source=source).save(path)
     console.print(f"created {path} (namespace {base})")
 
@@ -193,8 +193,10 @@ def export(
     path: Path = KG_ARGUMENT,
     out: Path = typer.Argument(..., help="output file; the format follows its suffix (.ttl, .nt, .jsonld, .rdf)"),
     fmt: str | None = typer.Option(None, "--format", help="rdflib format name, overriding the suffix"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing output file"),
 ) -> None:
     """Write a graph in another RDF format (exact round trip)."""
+    check_new_file(out, force)
     kg = _load(path)
     kg.save(out, format=fmt)
     console.print(f"wrote {len(kg)} triples to {out}")
@@ -206,11 +208,13 @@ def show(
     path: Path = KG_ARGUMENT,
     class_name: str = typer.Argument(..., metavar="CLASS", help="class name or label"),
     out: Path = typer.Option(..., "--out", "-o", help="picture to write (.png or .svg)"),
-    top_k: int = typer.Option(12, help="how many of the strongest attributes to draw"),
+    top_k: int = typer.Option(12, min=1, help="how many of the strongest attributes to draw"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing output file"),
 ) -> None:
     """Draw a class's neighbourhood: strongest attributes, their parts, its taxonomy path."""
     from fgmm.kg.draw import draw_class
 
+    check_new_file(out, force, what="picture (--out)")
     draw_class(_load(path), class_name, out, top_k=top_k)
     console.print(f"wrote {out}")
 
@@ -273,10 +277,14 @@ def import_cub(
     threshold: float | None = typer.Option(None, help="keep links with strength >= this (default: all > 0)"),
     taxonomy: bool = typer.Option(True, "--taxonomy/--no-taxonomy",
                                   help="merge the shipped order/family/genus taxonomy"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing output file"),
 ) -> None:
     """Build the CUB class-attribute graph from the official attribute files."""
     from fgmm.kg.cub import import_cub as build
 
+    check_new_file(out, force, what="knowledge graph file (--out)")
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise ConfigError(f"--threshold must be in [0, 1], got {threshold}")
     start = time.perf_counter()
     kg = build(root, threshold=threshold, taxonomy=taxonomy)
     built = time.perf_counter() - start

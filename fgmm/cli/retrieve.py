@@ -85,7 +85,7 @@ def build(
     model: Path | None = typer.Option(None, "--model", help="joint model file (JointEmbeddingModel.save) for "
                                                             "cross-modal queries"),
     vision: str = typer.Option("efficientnet_lite2", help="vision encoder (any timm name)"),
-    image_size: int | None = typer.Option(None, help="vision encoder input size (default: the model's)"),
+    image_size: int | None = typer.Option(None, min=1, help="vision encoder input size (default: the model's)"),
     text_model: str = typer.Option("all-MiniLM-L6-v2", help="text encoder (sentence-transformers / HF name)"),
     backend: str = typer.Option("torch", help="search backend: torch (exact) or faiss"),
     faiss_factory: str = typer.Option("Flat", help="faiss index factory string (Flat, HNSW32, IVF1024,Flat)"),
@@ -95,17 +95,26 @@ def build(
     whiten_on: Path | None = typer.Option(None, "--whiten-on", help="image->image: labelled image folder "
                                                                     "(subfolders = classes) to learn whitening on"),
     descriptor: Path | None = typer.Option(None, "--descriptor", help="image->image: a saved ImageDescriptor file"),
+    force: bool = typer.Option(False, "--force", help="write into a non-empty folder that is not an fgmm index "
+                                                      "(nothing already there is overwritten)"),
 ) -> None:
-    """Encode a folder of images or a file of texts and write a searchable index."""
+    """Encode a folder of images or a file of texts and write a searchable index.
+
+    OUT must be new, empty or an fgmm index (rebuilt in place). Item paths are stored relative to OUT, so
+    the index works from any directory and when moved together with the images.
+    """
     from fgmm.cache import FeatureCache
     from fgmm.data.folder import read_text_lines
     from fgmm.encoders import create_encoder
     from fgmm.errors import ConfigError
     from fgmm.joint import JointEmbeddingModel
     from fgmm.retrieval import Retriever
+    from fgmm.retrieval.index import claim_index_folder
+    from fgmm.retrieval.retriever import RETRIEVER_FILES
 
     if (images is None) == (texts is None):
         raise ConfigError("give exactly one of --images DIR or --texts FILE")
+    claim_index_folder(out, force, reserved=RETRIEVER_FILES, write=False)  # refused before anything is encoded
     if images is not None:  # read the inputs first: bad input fails before any model loads
         modality, source = "image", images
         inputs, labels, class_names = find_images(images)
@@ -133,7 +142,7 @@ def build(
                                 backend_options={"factory": faiss_factory} if backend == "faiss" else {},
                                 cache=feature_cache, descriptor=image_descriptor,
                                 extra={"source": str(source.resolve())})
-    retriever.save(out)
+    retriever.save(out, force)
     info = retriever.index.info
     console.print(f"indexed {len(retriever.index)} {info.modality} items ({info.dim}-d, {info.space_name}, "
                   f"{info.backend}) into {out}")
@@ -199,20 +208,24 @@ def retrieve(
     index: Path = typer.Option(..., "--index", help="index folder written by `fgmm index build`"),
     text: str | None = typer.Option(None, "--text", help="query sentence"),
     image: Path | None = typer.Option(None, "--image", help="query image file"),
-    k: int = typer.Option(5, "-k", "--k", help="number of results"),
+    k: int = typer.Option(5, "-k", "--k", min=1, help="number of results"),
     grid: Path | None = typer.Option(None, "--grid", help="also save the results as a picture (PNG)"),
     as_json: bool = typer.Option(False, "--json", help="print the results as JSON"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache folder (default: none)"),
     rerank: str | None = typer.Option(None, "--rerank", help="re-rank the results: aqe, dba or kreciprocal "
                                                              "(exact over the whole index)"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing --grid picture"),
 ) -> None:
     """Query an index with a sentence or an image; print ids, scores and classes (optionally a picture)."""
     from fgmm.cache import FeatureCache
     from fgmm.errors import ConfigError
+    from fgmm.ownership import check_new_file
     from fgmm.retrieval import Retriever, result_grid
 
     if (text is None) == (image is None):
         raise ConfigError("give exactly one of --text SENTENCE or --image FILE")
+    if grid is not None:
+        check_new_file(grid, force, what="picture (--grid)")
     if rerank is not None:
         from fgmm.retrieval.rerank import RERANKERS
 

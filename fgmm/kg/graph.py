@@ -654,16 +654,31 @@ class KnowledgeGraph:
     def query(self, sparql: str, bindings: dict[str, Any] | None = None):
         """Run a SPARQL query (the fgmm prefixes and ``kg:`` for this namespace are predeclared).
 
+        Queries run on this graph only: ``SERVICE`` (a remote endpoint) and ``FROM`` / ``FROM NAMED``
+        (graphs fetched by address) are refused, so a query never touches the network.
+
         Returns rdflib's ``Result``: iterate rows, read ``.vars``, or ``.serialize(format="csv")``.
 
         Raises:
-            ConfigError: the query does not parse (with rdflib's message and position).
+            ConfigError: the query does not parse (with rdflib's message and position), or names a
+                remote endpoint or graph.
         """
         from pyparsing import ParseException
+        from rdflib.plugins.sparql import prepareQuery
+        from rdflib.plugins.sparql.algebra import traverse
 
         namespaces = {**{k: str(v) for k, v in PREFIXES.items()}, "kg": self.base}
         try:
-            return self.graph.query(sparql, initNs=namespaces, initBindings=bindings or {})
+            prepared = prepareQuery(sparql, initNs=namespaces)
+            remote: list[str] = []
+            traverse(prepared.algebra, lambda node: remote.append("SERVICE")
+                     if getattr(node, "name", None) == "ServiceGraphPattern" else None)
+            if prepared.algebra.get("datasetClause"):
+                remote.append("FROM")
+            if remote:
+                raise ConfigError(f"SPARQL {remote[0]} clauses are refused: fgmm queries only the loaded graph and "
+                                  "never the network (fetch the remote data yourself and load or merge it)")
+            return self.graph.query(prepared, initBindings=bindings or {})
         except ParseException as exc:
             raise ConfigError(f"SPARQL syntax error at line {exc.lineno}, column {exc.col}: {exc.msg}") \
                 from None

@@ -12,9 +12,10 @@ neighbours that mean nothing.
 
 Folder layout written by :meth:`EmbeddingIndex.save`::
 
+    .fgmm.json     ownership marker (fgmm.ownership): fgmm wrote this index folder
     index.json     format, space, dim, modality, backend, count, class names (written last)
     vectors.pt     the [N, d] float32 vectors (torch.save, loaded with weights_only=True)
-    items.json     ids, labels, paths, texts
+    items.json     ids, labels, paths (relative to the index folder), texts
     faiss.index    the serialized faiss index (faiss backend only; avoids retraining IVF/HNSW)
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,11 +35,14 @@ import torch.nn.functional as F
 
 import fgmm
 from fgmm.errors import ConfigError, DataError, require
+from fgmm.ownership import claim_folder
 from fgmm.registry import Registry
 from fgmm.train.checkpoint import atomic_write
 
 INDEX_FORMAT = "fgmm-index-1"
 INDEX_FILE, VECTORS_FILE, ITEMS_FILE, FAISS_FILE = "index.json", "vectors.pt", "items.json", "faiss.index"
+INDEX_FILES = (INDEX_FILE, VECTORS_FILE, ITEMS_FILE, FAISS_FILE)
+INDEX_KIND = "index"
 
 SEARCH_BACKENDS: Registry[Any] = Registry("search backend")
 
@@ -305,12 +310,18 @@ class EmbeddingIndex:
                             f"{self.info.dim}-d vectors of {self.info.space_name or self.info.space}")
 
     # ------------------------------------------------------------------ persistence
-    def save(self, folder: str | Path) -> Path:
-        """Write the index to ``folder`` (each file atomically, ``index.json`` last)."""
+    def save(self, folder: str | Path, force: bool = False) -> Path:
+        """Write the index to ``folder`` (each file atomically, ``index.json`` last).
+
+        Item paths are stored relative to ``folder`` (absolute when that is impossible, e.g. on another
+        drive), so the index works from any working directory and when moved together with its files.
+        ``folder`` must be absent, empty or an fgmm index (see :func:`claim_index_folder`).
+        """
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        claim_index_folder(folder, force)
         atomic_write(folder / VECTORS_FILE, lambda handle: torch.save({"vectors": self.vectors}, handle))
-        items = {"ids": self.ids, "labels": self.labels.tolist(), "paths": self.paths, "texts": self.texts}
+        paths = [None if p is None else _relative_to(folder, p) for p in self.paths]
+        items = {"ids": self.ids, "labels": self.labels.tolist(), "paths": paths, "texts": self.texts}
         atomic_write(folder / ITEMS_FILE, lambda handle: handle.write(json.dumps(items).encode()))
         serialized = self.backend.serialize()
         if serialized is None:
@@ -319,7 +330,8 @@ class EmbeddingIndex:
             atomic_write(folder / FAISS_FILE, lambda handle: handle.write(serialized))
         info = asdict(self.info)
         info["extra"] = {k: v for k, v in info["extra"].items() if k != "path"}
-        header = {"format": INDEX_FORMAT, "fgmm_version": fgmm.__version__, "count": len(self), **info}
+        header = {"format": INDEX_FORMAT, "fgmm_version": fgmm.__version__, "count": len(self),
+                  "paths_relative_to": "index", **info}
         atomic_write(folder / INDEX_FILE, lambda handle: handle.write(json.dumps(header, indent=2).encode()))
         return folder
 
@@ -360,8 +372,40 @@ class EmbeddingIndex:
             raise DataError(folder / FAISS_FILE, f"corrupt faiss index: {str(exc).splitlines()[-1]}") from None
         index.vectors = vectors
         index.ids, index.labels = list(items["ids"]), torch.tensor(items["labels"], dtype=torch.long)
-        index.paths, index.texts = list(items["paths"]), list(items["texts"])
+        paths = list(items["paths"])
+        if header.get("paths_relative_to") == "index":  # indexes written before kept paths as given
+            paths = [None if p is None else os.path.normpath(folder.absolute() / p) for p in paths]
+        index.paths, index.texts = paths, list(items["texts"])
         return index
+
+
+def _relative_to(folder: Path, path: str) -> str:
+    """``path`` relative to ``folder`` (both made absolute), or absolute when no relative path exists."""
+    try:
+        return Path(os.path.relpath(Path(path).absolute(), folder.absolute())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return str(Path(path).absolute())
+
+
+def _legacy_index(folder: Path) -> bool:
+    """An index folder written before ownership markers."""
+    try:
+        return json.loads((folder / INDEX_FILE).read_text()).get("format") == INDEX_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def claim_index_folder(folder: str | Path, force: bool = False, reserved: tuple[str, ...] = (),
+                       write: bool = True) -> dict[str, Any]:
+    """Make ``folder`` an fgmm index folder: absent, empty or an index already (rebuilt in place); another
+    folder only with ``force``, and then none of the index's files (nor ``reserved``) may exist there.
+    ``write=False`` only checks.
+
+    Raises:
+        OwnershipError: naming the folder or the file that stands in the way.
+    """
+    return claim_folder(folder, INDEX_KIND, force=force, reserved=(*INDEX_FILES, *reserved), legacy=_legacy_index,
+                        what="index folder (--out)", write=write)
 
 
 def read_json_object(path: Path, missing: str) -> dict[str, Any]:

@@ -32,11 +32,12 @@ from fgmm.errors import ConfigError, DataError
 from fgmm.joint.model import JointEmbeddingModel
 from fgmm.registry import Registry
 from fgmm.retrieval.descriptor import ImageDescriptor
-from fgmm.retrieval.index import EmbeddingIndex, IndexInfo, SearchResult, read_json_object
+from fgmm.retrieval.index import EmbeddingIndex, IndexInfo, SearchResult, claim_index_folder, read_json_object
 from fgmm.train.checkpoint import atomic_write
 
 RETRIEVER_FORMAT = "fgmm-retriever-1"
 RETRIEVER_FILE, JOINT_FILE, DESCRIPTOR_FILE = "retriever.json", "joint.pt", "descriptor.pt"
+RETRIEVER_FILES = (RETRIEVER_FILE, JOINT_FILE, DESCRIPTOR_FILE)
 
 FEATURE_EXTRACTORS: Registry[torch.Tensor] = Registry("query modality")
 """``modality -> fn(encoder, inputs, cache) -> [N, d_m]`` raw encoder features of that modality's inputs."""
@@ -174,9 +175,11 @@ class Retriever:
 
         return rerank_search(self.index, queries, k, rerank)
 
-    def save(self, folder: str | Path) -> Path:
-        """Write index, encoder specs and joint model to ``folder``."""
+    def save(self, folder: str | Path, force: bool = False) -> Path:
+        """Write index, encoder specs and joint model to ``folder`` (absent, empty or an fgmm index; another
+        folder only with ``force``, and nothing there is overwritten: see :func:`claim_index_folder`)."""
         folder = Path(folder)
+        claim_index_folder(folder, force, reserved=RETRIEVER_FILES)
         self.index.save(folder)
         if self.joint is not None:
             self.joint.save(folder / JOINT_FILE)
