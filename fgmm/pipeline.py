@@ -79,5 +79,5 @@ def build_context(dataset: MultiModalDataset, *, cache: FeatureCache | None = No
         dataset = replace(dataset, unseen_classes=unseen)
     ctx = TaskContext(dataset=dataset, features={"image": features}, unseen_classes=unseen, seed=seed,
                       device=device or ("cuda" if torch.cuda.is_available() else "cpu"), quick=quick,
-                      out_dir=out_dir, cache=cache)
+                      out_dir=out_dir, cache=cache, encoders={"image": vision})
     return ctx, stats

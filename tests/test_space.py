@@ -32,7 +32,8 @@ def toy():
 
 
 def image_model(source: str = "free", **overrides):
-    config = {"modalities": {"image": {"projection": "whiten", "input_dim": D_IMAGE}}, "classes": {"source": source}}
+    config = {"modalities": {"image": {"projection": "whiten", "input_dim": D_IMAGE}},
+              "class_embeddings": {"source": source}}
     return config | overrides
 
 

@@ -6,12 +6,14 @@
 """
 
 from fgmm.kg.cub import CUB_BASE, import_cub
+from fgmm.kg.datasets import DATASET_KGS, dataset_kg
 from fgmm.kg.graph import FORMATS, MERGE_RULES, KnowledgeGraph, MergeReport, StrengthConflict
 from fgmm.kg.procedural import PROCEDURAL_BASE, build_procedural_kg
 from fgmm.kg.validate import ValidationReport, Violation
 from fgmm.kg.vocab import DWC, FGMM, knowledge_file
 
 __all__ = [
-    "CUB_BASE", "DWC", "FGMM", "FORMATS", "MERGE_RULES", "PROCEDURAL_BASE", "KnowledgeGraph", "MergeReport",
-    "StrengthConflict", "ValidationReport", "Violation", "build_procedural_kg", "import_cub", "knowledge_file",
+    "CUB_BASE", "DATASET_KGS", "DWC", "FGMM", "FORMATS", "MERGE_RULES", "PROCEDURAL_BASE", "KnowledgeGraph",
+    "MergeReport", "StrengthConflict", "ValidationReport", "Violation", "build_procedural_kg", "dataset_kg",
+    "import_cub", "knowledge_file",
 ]

@@ -6,7 +6,7 @@ is plain data (JSON/YAML, validated by :func:`fgmm.train.config.config_from_dict
 ship as package data (``fgmm/space/presets/*.json``, listed by :func:`fgmm.list_models`)::
 
     {"modalities": {"image": {"encoder": "efficientnet_lite2", "projection": "whiten"}},
-     "classes": {"source": "kg", "options": {"mean_weight": 0.5}}}
+     "class_embeddings": {"source": "kg", "options": {"mean_weight": 0.5}}}
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class FGModelConfig:
         dim: width :math:`d` of the joint space (``None``: the input width of the closed-form
             projections when there are any, else 256).
         fusion: a name in :data:`fgmm.joint.fusion.FUSIONS` (``"gated"``, ``"attention"``, ``"mean"``).
-        classes: the class-embedding source.
+        class_embeddings: where the class embeddings come from.
         priors: class priors by modality (e.g. ``{"geo": {"name": "presence"}}``).
         objective: the training loss.
         scale: initial scale of the cosine scores (learned while training, fitted for closed-form models).
@@ -140,7 +140,7 @@ class FGModelConfig:
     modalities: dict[str, ModalityConfig]
     dim: int | None = None
     fusion: str = "gated"
-    classes: ClassesConfig = field(default_factory=ClassesConfig)
+    class_embeddings: ClassesConfig = field(default_factory=ClassesConfig)
     priors: dict[str, PriorConfig] = field(default_factory=dict)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     scale: float = 16.0

@@ -24,6 +24,7 @@ r"""Fitting an :class:`~fgmm.space.FGModel` on feature tables: closed-form parts
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tempfile
 import time
 from collections.abc import Mapping
@@ -191,8 +192,8 @@ def fit_tables(model, tables: Mapping[str, ModalityTable], labels, *, train: Tra
     if model.class_source.closed_form:
         _set_scale(model, _fit_scale(model, z, labels, seed))
     uncovered = model.available_classes() & ~model.trained_classes()
-    if model.config.classes.calibrate and bool(uncovered.any()):
-        model.gamma.fill_(calibrate_gamma(model, tables, labels, seed))
+    if model.config.class_embeddings.calibrate and bool(uncovered.any()):
+        model.gamma.fill_(calibrate_gamma(model, tables, labels, seed, train))
     result.scale = float(model.scorer.scale.detach())
     result.gamma = float(model.gamma)
     result.seconds = round(time.perf_counter() - start, 3)
@@ -200,16 +201,20 @@ def fit_tables(model, tables: Mapping[str, ModalityTable], labels, *, train: Tra
     return result
 
 
-def calibrate_gamma(model, tables: Mapping[str, ModalityTable], labels: torch.Tensor, seed: int = 0) -> float:
-    """The calibrated-stacking offset for ``model``'s trained classes, chosen on its training data only."""
+def calibrate_gamma(model, tables: Mapping[str, ModalityTable], labels: torch.Tensor, seed: int = 0,
+                    train: TrainConfig | None = None) -> float:
+    """The calibrated-stacking offset for ``model``'s trained classes, chosen on its training data only
+    (the stand-in model trains with the same recipe ``train``, its checkpoints in a temporary folder)."""
     from fgmm.zeroshot import calibration_split, choose_gamma
 
     trained = torch.nonzero(model.trained_classes()).flatten().tolist()
-    train = np.flatnonzero(labels.numpy() >= 0)
-    fit, validation, stand_in_seen = calibration_split(labels.numpy(), train, trained, seed=seed)
+    known = np.flatnonzero(labels.numpy() >= 0)
+    fit, validation, stand_in_seen = calibration_split(labels.numpy(), known, trained, seed=seed)
     stand_in = model.clone_untrained()
-    stand_in.config.classes.calibrate = False
-    fit_tables(stand_in, {m: t.subset(fit) for m, t in tables.items()}, labels[fit], seed=seed)
+    stand_in.config.class_embeddings.calibrate = False
+    with tempfile.TemporaryDirectory(prefix="fgmm-calibrate-") as tmp:
+        recipe = None if train is None else dataclasses.replace(train, out_dir=Path(tmp), progress=False)
+        fit_tables(stand_in, {m: t.subset(fit) for m, t in tables.items()}, labels[fit], seed=seed, train=recipe)
     z = fused_embeddings(stand_in, {m: t.subset(validation) for m, t in tables.items()})
     scores = _cosines(stand_in, z)[:, trained]
     position = {c: i for i, c in enumerate(trained)}

@@ -134,8 +134,8 @@ class FGModel(nn.Module):
             self.fusion = (FUSIONS.create(config.fusion, modalities=self.modalities, dim=self.dim)
                            if len(self.modalities) > 1 else None)
             num_classes = len(self.class_names)
-            self.class_source = create_class_source(config.classes.source, num_classes, self.dim, graph=graph,
-                                                    **config.classes.options)
+            self.class_source = create_class_source(config.class_embeddings.source, num_classes, self.dim, graph=graph,
+                                                    **config.class_embeddings.options)
             self.scorer = CosineClassifier(self.dim, None, scale=config.scale, max_scale=100.0)
             self.train_head = (FreeClassWeights(num_classes, self.dim)
                                if self.class_source.closed_form and self._learned_parts() else None)
@@ -391,4 +391,4 @@ class FGModel(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"modalities={self.modalities}, dim={self.dim}, classes={self.num_classes}, "
-                f"source='{self.config.classes.source}'")
+                f"source='{self.config.class_embeddings.source}'")

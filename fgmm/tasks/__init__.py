@@ -61,13 +61,14 @@ class TaskContext:
     encoders: dict[str, str] = field(default_factory=dict)
 
     def model(self, preset: str | dict[str, Any], classes: Sequence[str] | None = None,
-              dims: dict[str, int] | None = None, **overrides: Any):
+              dims: dict[str, int] | None = None, kg: Any = None, **overrides: Any):
         """An untrained :class:`fgmm.FGModel` for this context's features (no encoder is loaded).
 
         Args:
             preset: a preset name of :func:`fgmm.list_models` or a config dict.
             classes: its class names (default: every class of the dataset).
             dims: feature widths of modalities not in :attr:`features` (e.g. ``{"text": 384}``).
+            kg: the knowledge graph of the ``"kg"``/``"gnn"`` class sources.
             **overrides: merged into the preset (see :func:`fgmm.create_model`).
         """
         from fgmm.space import create_model, model_config
@@ -78,7 +79,7 @@ class TaskContext:
         patch = overrides.pop("modalities", {})
         for m, spec in patch.items():
             modalities[m] = modalities.get(m, {}) | spec
-        return create_model(preset, classes=list(classes or self.dataset.class_names), seed=self.seed,
+        return create_model(preset, classes=list(classes or self.dataset.class_names), kg=kg, seed=self.seed,
                             modalities=modalities, **overrides)
 
     @contextmanager
