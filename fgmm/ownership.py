@@ -26,12 +26,13 @@ example a ``meta.json`` carrying the feature-cache format stamp) and adopted: ma
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,29 @@ def claim_folder(folder: str | Path, kind: str, *, force: bool = False, reserved
     return write_marker(folder, kind, foreign) if write else {"fgmm": kind, "foreign": foreign}
 
 
+@contextlib.contextmanager
+def claimed_folder(folder: str | Path, kind: str, **options: Any) -> Iterator[dict[str, Any]]:
+    """:func:`claim_folder` for the duration of a block that fills the folder; when the block fails
+    before writing anything, the claim is undone (the marker goes, and the folder if this made it)."""
+    folder = Path(folder)
+    created, marked = not folder.exists(), read_marker(folder) is not None
+    marker = claim_folder(folder, kind, **options)
+    try:
+        yield marker
+    except BaseException:
+        if not marked and is_empty_but_marker(folder):
+            (folder / MARKER).unlink(missing_ok=True)
+            if created:
+                folder.rmdir()
+        raise
+
+
+def is_empty_but_marker(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but (possibly) its marker and temporaries."""
+    return folder.is_dir() and all(entry.name == MARKER or fnmatch.fnmatchcase(entry.name, TEMPORARY_PATTERN)
+                                   for entry in os.scandir(folder))
+
+
 def check_new_file(path: str | Path, force: bool = False, what: str = "output file") -> Path:
     """Refuse to write ``path`` when it exists (unless ``force``) or is a folder; returns it.
 
@@ -204,5 +228,6 @@ def remove_owned_folder(folder: str | Path, kind: str, patterns: Sequence[str],
     return []
 
 
-__all__ = ["MARKER", "OwnershipError", "check_new_file", "claim_folder", "is_empty", "is_owned", "owned_entries",
-           "owner", "read_marker", "remove_owned_folder", "remove_path", "write_marker"]
+__all__ = ["MARKER", "OwnershipError", "check_new_file", "claim_folder", "claimed_folder", "is_empty",
+           "is_empty_but_marker", "is_owned", "owned_entries", "owner", "read_marker", "remove_owned_folder",
+           "remove_path", "write_marker"]

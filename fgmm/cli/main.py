@@ -55,7 +55,7 @@ def demo(
     noise: float = typer.Option(0.2, help="web-style label noise on training labels"),
     seed: int = typer.Option(0, help="random seed"),
     vision: str = typer.Option("efficientnet_lite0", help="frozen vision encoder (any timm name)"),
-    image_size: int = typer.Option(160, help="encoder input size"),
+    image_size: int = typer.Option(160, min=16, help="encoder input size"),
     tasks: str = typer.Option(",".join(("image", "kg", "zsl", "text", "retrieval")),
                               help="comma-separated tasks to run"),
     force: bool = typer.Option(False, "--force", help="write into a non-empty folder fgmm did not create "
@@ -67,15 +67,15 @@ def demo(
     OUT must be new, empty or an earlier demo's folder (whose files are replaced).
     """
     from fgmm.demo import DemoConfig, run_demo
-    from fgmm.ownership import claim_folder
+    from fgmm.ownership import claimed_folder
     from fgmm.report import results_table
-
-    claim_folder(out, "demo", force=force, reserved=DEMO_FILES, what="demo folder (--out)", legacy=_legacy_demo)
 
     config = DemoConfig(out_dir=out, num_classes=classes, images_per_class=images, unseen_classes=unseen,
                         noise_rate=noise, seed=seed, vision=vision, image_size=image_size,
                         tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()))
-    results = run_demo(config)
+    with claimed_folder(out, "demo", force=force, reserved=DEMO_FILES, what="demo folder (--out)",
+                        legacy=_legacy_demo):
+        results = run_demo(config)
     console.print(results_table(results, title=f"fgmm demo: {results['num_classes']} procedural classes, "
                                                f"{results['n_train']} train / {results['n_test']} test"))
     console.print(f"total {results['seconds']['total']:.1f} s; report: {out / 'report.md'}")
