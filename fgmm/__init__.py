@@ -50,6 +50,10 @@ _EXPORTS: dict[str, str] = {
     "TaskContext": "fgmm.tasks",
     "run_tasks": "fgmm.tasks",
     "build_context": "fgmm.pipeline",
+    # noisy labels
+    "create_filter": "fgmm.filters",
+    "clean_labels": "fgmm.filters",
+    "FilterSignals": "fgmm.filters",
     # errors
     "FgmmError": "fgmm.errors",
     "DataError": "fgmm.errors",

@@ -18,6 +18,7 @@ from pathlib import Path
 from fgmm.data.check import CheckReport, check_dataset, scan_images
 from fgmm.data.cub import clip_bbox, is_cub_root, load_cub
 from fgmm.data.folder import is_folder_root, load_folder, write_folder
+from fgmm.data.image_folders import is_image_folders_root, load_image_folders
 from fgmm.data.procedural import generate_procedural, procedural_class_spec
 from fgmm.data.sample import MODALITIES, MultiModalDataset, Sample
 from fgmm.data.splits import holdout_protocol, holdout_split
@@ -35,7 +36,8 @@ class DatasetFormat:
 
 
 DATASET_FORMATS: Registry[DatasetFormat] = Registry("dataset format")
-for _name, _detect, _load in (("cub", is_cub_root, load_cub), ("folder", is_folder_root, load_folder)):
+for _name, _detect, _load in (("cub", is_cub_root, load_cub), ("folder", is_folder_root, load_folder),
+                              ("image_folders", is_image_folders_root, load_image_folders)):
     DATASET_FORMATS.register(_name)(partial(DatasetFormat, _name, _detect, _load))
 
 
@@ -52,7 +54,8 @@ def detect_format(root: str | Path) -> str:
         if DATASET_FORMATS.create(name).detect(root):
             return name
     raise DataError(root, "not a dataset root: expected CUB_200_2011/images.txt (CUB-200-2011 layout) "
-                          "or samples.csv (fgmm folder format; `fgmm data generate DIR` writes an example)")
+                          "or samples.csv (fgmm folder format; `fgmm data generate DIR` writes an example) "
+                          "or class folders of images (datasets/web-data.md)")
 
 
 def load_dataset(root: str | Path, format: str | None = None, **kwargs) -> MultiModalDataset:
@@ -66,5 +69,6 @@ def load_dataset(root: str | Path, format: str | None = None, **kwargs) -> Multi
 __all__ = [
     "DATASET_FORMATS", "MODALITIES", "CheckReport", "DatasetFormat", "MultiModalDataset", "Sample",
     "check_dataset", "clip_bbox", "detect_format", "generate_procedural", "holdout_protocol", "holdout_split",
-    "load_cub", "load_dataset", "load_folder", "procedural_class_spec", "scan_images", "write_folder",
+    "load_cub", "load_dataset", "load_folder", "load_image_folders", "procedural_class_spec", "scan_images",
+    "write_folder",
 ]
