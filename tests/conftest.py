@@ -42,3 +42,14 @@ def tiny_cub_corrupt(make_tiny_cub: Callable[..., Path]) -> Path:
 def tiny_procedural(tmp_path_factory: pytest.TempPathFactory) -> MultiModalDataset:
     return generate_procedural(tmp_path_factory.mktemp("procedural"), num_classes=6, images_per_class=8,
                                image_size=48, unseen_classes=2, noise_rate=0.2, seed=0)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train faster on one thread than on contended ones."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

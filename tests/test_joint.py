@@ -150,15 +150,6 @@ def test_model_forward_contract():
         JointConfig({"image": 12}, num_classes=2, fusion="nope", pairs=[])
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train faster on one thread than on contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_fit_joint_learns_and_fusion_helps(tmp_path, one_thread):
     image, text, labels = toy_features(160)
     rows = [[i] for i in range(160)]
@@ -221,35 +212,3 @@ def test_captioned_features_pool_and_sample_texts():
     assert batch["text"][0].tolist() in ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0])  # one of its two captions
     evaluation = CaptionedFeatures({"image": torch.randn(3, 4)}, feats, rows, [0, 1, 1], train=False)
     assert torch.allclose(evaluation[0]["text"], pooled[0])
-
-
-class HashedWords:
-    """Stand-in for the text encoder in task tests: a fixed random vector per word, summed."""
-
-    dim = 24
-
-    def fingerprint(self) -> str:
-        return "hashed-words"
-
-    def encode_cached(self, texts, cache=None) -> torch.Tensor:
-        vectors = [sum((torch.randn(self.dim, generator=torch.Generator().manual_seed(sum(map(ord, w))))
-                        for w in text.split()), torch.zeros(self.dim)) for text in texts]
-        return F.normalize(torch.stack(vectors), dim=1)
-
-
-def test_text_and_retrieval_tasks_on_the_tiny_procedural_set(tiny_procedural, one_thread):
-    from fgmm.tasks import TaskContext, run_tasks
-    from fgmm.tasks.text import captioned
-
-    labels = torch.as_tensor(tiny_procedural.labels).clamp(min=0)
-    image = F.one_hot(labels, 6).float() + 0.8 * torch.randn(len(labels), 6, generator=torch.Generator().manual_seed(0))
-    ctx = TaskContext(dataset=tiny_procedural, features={"image": image}, quick=True,
-                      shared={"text_encoder": HashedWords()})
-    metrics = run_tasks(ctx, ["text", "retrieval"])
-    contract = {"image_top1_50", "fused_top1_50", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5",
-                "t2i_R@10", "i2t_mAP", "t2i_mAP"}
-    assert contract | {f"{key}_caption" for key in contract if key.startswith(("i2t", "t2i"))} <= set(metrics)
-    assert all(0.0 <= metrics[key] <= 1.0 for key in contract)
-    run = ctx.shared["joint"]  # trained once, shared by both tasks
-    assert len(run.classes) == 4 and len(run.test) == len(captioned(ctx, "test")) - 2 * 8  # unseen classes left out
-    assert len(run.test) == 8 and metrics["i2t_R@10"] == metrics["t2i_R@10"] == 1.0  # 8 documents: all in a top 10

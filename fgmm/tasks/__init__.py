@@ -28,7 +28,7 @@ from fgmm.data.sample import MultiModalDataset
 from fgmm.registry import Registry
 
 TaskFn = Callable[["TaskContext"], dict[str, float]]
-TASKS: Registry[dict[str, float]] = Registry("task")
+TASKS: Registry[dict[str, float]] = Registry("task", populate="fgmm.tasks.all")  # built-ins load on first lookup
 
 
 @dataclass
@@ -47,6 +47,8 @@ class TaskContext:
         cache: a :class:`fgmm.cache.FeatureCache` for tasks that encode more (e.g. texts).
         shared: results tasks hand to later tasks (e.g. a trained image head).
         encoders: the encoder (model name) behind each modality's features, e.g. ``{"image": "efficientnet_lite2"}``.
+        text_classes: the class set of the text and retrieval tasks (CUB: the 50 contract caption
+            classes); ``None``: every class with a captioned training sample.
     """
 
     dataset: MultiModalDataset
@@ -59,14 +61,15 @@ class TaskContext:
     cache: Any = None
     shared: dict[str, Any] = field(default_factory=dict)
     encoders: dict[str, str] = field(default_factory=dict)
+    text_classes: list[int] | None = None
 
-    def model(self, preset: str | dict[str, Any], classes: Sequence[str] | None = None,
+    def model(self, preset: str | dict[str, Any], class_names: Sequence[str] | None = None,
               dims: dict[str, int] | None = None, kg: Any = None, **overrides: Any):
         """An untrained :class:`fgmm.FGModel` for this context's features (no encoder is loaded).
 
         Args:
             preset: a preset name of :func:`fgmm.list_models` or a config dict.
-            classes: its class names (default: every class of the dataset).
+            class_names: its class names (default: every class of the dataset).
             dims: feature widths of modalities not in :attr:`features` (e.g. ``{"text": 384}``).
             kg: the knowledge graph of the ``"kg"``/``"gnn"`` class sources.
             **overrides: merged into the preset (see :func:`fgmm.create_model`).
@@ -79,7 +82,7 @@ class TaskContext:
         patch = overrides.pop("modalities", {})
         for m, spec in patch.items():
             modalities[m] = modalities.get(m, {}) | spec
-        return create_model(preset, classes=list(classes or self.dataset.class_names), kg=kg, seed=self.seed,
+        return create_model(preset, classes=list(class_names or self.dataset.class_names), kg=kg, seed=self.seed,
                             modalities=modalities, **overrides)
 
     @contextmanager

@@ -1,25 +1,25 @@
-"""Image+text tasks on the joint embedding space: fused recognition and cross-media retrieval.
+"""Image+text tasks on the one model: fused recognition and cross-media retrieval.
 
 Protocol (the same for CUB and the demo): the *captioned* samples are those with an image and at
-least one text (CUB: the 1,499 images of the 50 Reed caption classes, 10 captions each). Classes
-are the labels of captioned training samples. A :class:`~fgmm.joint.JointEmbeddingModel` (image
-features from ``ctx.features["image"]``, MiniLM text features through ``ctx.cache``) is trained
-with :class:`fgmm.train.Trainer` on the captioned training images and their captions, with the
-class-aware contrastive loss plus cross-entropy; nothing is tuned on the test split.
+least one text. The text tasks work on an explicit class set, ``ctx.text_classes`` (CUB: the 50
+contract caption classes of DESIGN.md; default: every class with a captioned training sample).
+Models are :class:`fgmm.FGModel` presets on frozen image features and MiniLM text features
+(through ``ctx.cache``), trained with :class:`fgmm.train.Trainer` on the captioned training images
+and their captions (class-aware contrastive loss plus cross-entropy); nothing is tuned on the
+test split. Accuracies are overall top-1 over the test images.
 
-* ``text`` -> ``image_top1_50``: top-1 over those classes of the held-out captioned images from
-  the image alone (the same model, text absent); ``fused_top1_50``: the same images with their
-  own captions (the renormalised mean of their caption embeddings) fused in.
-* ``retrieval`` -> over the held-out captioned images, two definitions of the text side:
+* ``text``: ``image_top1_50`` — the same configuration trained **without** text (image modality only),
+  the image-only baseline; ``fused_top1_50`` — preset ``"image-text"`` with each test image's own
+  captions (the renormalised mean of their embeddings) fused in. ``fused_top1`` — the same image+text
+  model trained on every class with captions (CUB: all 200), against ``image_top1``.
+* ``retrieval`` (the ``"image-text"`` model of ``text_classes``), over the held-out captioned images:
 
-  - contract keys (``i2t_R@K``, ``t2i_R@K`` with K = 1, 5, 10, ``i2t_mAP``, ``t2i_mAP``, plus
-    ``i2t_medR``, ``t2i_medR``): **one text item per image**, its captions pooled (the renormalised
-    mean of their embeddings; Reed et al.'s per-image description). Instance level: an image's
-    relevant item is its own description and vice versa. Class level (mAP): relevant = same class,
-    FG-Xmedia style.
-  - ``*_caption`` keys (``i2t_R@1_caption``, ..., ``t2i_mAP_caption``): **each caption a separate
-    item** (CUB: 10 per image). Instance level: an image's relevant items are its own captions, a
-    caption's its own image; class level as above.
+  - ``*_caption`` keys (``i2t_R@1_caption``, ..., ``t2i_mAP_caption``; the headline retrieval figures,
+    "per caption, 50 classes" on CUB): **each caption a separate item** (CUB: 10 per image).
+    Instance level: an image's relevant items are its own captions, a caption's its own image;
+    class level (mAP): relevant = same class, FG-XMedia style;
+  - contract keys ``i2t_R@K``, ``t2i_R@K`` (K = 1, 5, 10), ``i2t_mAP``, ``t2i_mAP`` (plus ``*_medR``):
+    **one text item per image**, its captions pooled (Reed et al.'s per-image description).
 
   For orientation only: FGCrossNet reported image->text 0.210 / text->image 0.255 mAP on PKU
   FG-XMedia, a different dataset (other classes, web texts), so those figures are not comparable.
@@ -27,48 +27,17 @@ class-aware contrastive loss plus cross-entropy; nothing is tuned on the test sp
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from fgmm.encoders import create_encoder
 from fgmm.errors import DataError
-from fgmm.joint import JointEmbeddingModel
-from fgmm.joint.training import fit_joint, pooled_texts, text_table
 from fgmm.retrieval.metrics import retrieval_metrics
+from fgmm.space import ModalityTable
+from fgmm.space.features import featurize_texts
 from fgmm.tasks import TASKS, TaskContext
-from fgmm.train import TrainConfig
-
-
-@dataclass
-class JointRun:
-    """A joint model trained on a context's captioned training samples (kept in ``ctx.shared["joint"]``).
-
-    Attributes:
-        model: the trained model (eval mode).
-        classes: global label of each of the model's classes.
-        train, test: dataset indices of the captioned training / held-out samples.
-        text_features: ``[T, d_t]`` features of all texts of the dataset.
-        text_rows: for each dataset sample, its rows in ``text_features``.
-        history: the Trainer's per-epoch history.
-    """
-
-    model: JointEmbeddingModel
-    classes: list[int]
-    train: np.ndarray
-    test: np.ndarray
-    text_features: torch.Tensor
-    text_rows: list[list[int]]
-    history: list[dict]
-
-    def local_labels(self, ctx: TaskContext, indices: np.ndarray) -> torch.Tensor:
-        """Labels of dataset samples ``indices`` as indices into :attr:`classes`."""
-        position = {label: i for i, label in enumerate(self.classes)}
-        return torch.tensor([position[int(label)] for label in ctx.labels(indices)])
-
 
 MAX_TEXTS = 10
 """Training pools a random 1..10 of an image's captions per step (a different subset each epoch), so
@@ -76,73 +45,103 @@ the text head sees both single captions and whole descriptions (+5-9 points of f
 single captions on a validation split, at a cost of ~3 points of per-caption mAP)."""
 
 
-def joint_recipe(ctx: TaskContext, out_dir: Path, n_train: int) -> TrainConfig:
-    """The fixed training recipe of the joint model.
+@dataclass
+class TextRun:
+    """An image+text model trained on a class set's captioned training samples.
+
+    Attributes:
+        model: the trained :class:`fgmm.FGModel` (eval mode), whose classes are ``classes`` (local labels).
+        classes: global label of each of the model's classes.
+        train, test: dataset indices of the captioned training / held-out samples.
+        text: the text table of every dataset sample.
+    """
+
+    model: object
+    classes: list[int]
+    train: np.ndarray
+    test: np.ndarray
+    text: ModalityTable
+
+    def local_labels(self, ctx: TaskContext, indices: np.ndarray) -> torch.Tensor:
+        """Labels of dataset samples ``indices`` as indices into :attr:`classes`."""
+        position = {label: i for i, label in enumerate(self.classes)}
+        return torch.tensor([position[int(label)] for label in ctx.labels(indices)])
+
+
+def text_table(ctx: TaskContext) -> ModalityTable:
+    """MiniLM features of every text of every sample (through ``ctx.cache``), made once per context."""
+    if "text_table" not in ctx.shared:
+        if "text_encoder" not in ctx.shared:
+            ctx.shared["text_encoder"] = create_encoder("text", device=ctx.device)
+        ctx.shared["text_table"] = featurize_texts(ctx.shared["text_encoder"], ctx.dataset.samples, ctx.cache)
+    return ctx.shared["text_table"]
+
+
+def captioned(ctx: TaskContext, part: str, classes: list[int] | None = None) -> np.ndarray:
+    """Indices of the samples of split ``part`` with a known label, an image and a text (of ``classes``)."""
+    wanted = None if classes is None else set(classes)
+    return np.array([i for i in ctx.indices(part)
+                     if ctx.dataset[i].texts and ctx.dataset[i].image is not None and ctx.dataset[i].label >= 0
+                     and (wanted is None or ctx.dataset[i].label in wanted)], dtype=np.int64)
+
+
+def text_recipe(ctx: TaskContext, name: str, n_train: int):
+    """The fixed training recipe of the image+text models.
 
     Chosen on a validation split (a seeded 20% of the *training* images) of the caption classes, never
     on the test split; epochs, learning rate, loss weights, temperature and dropout changed the
     validation metrics by about one point, ``MAX_TEXTS`` by several.
     """
-    return TrainConfig(epochs=40 if ctx.quick else 80, batch_size=min(128, n_train), lr=1e-3, weight_decay=0.05,
-                       scheduler="cosine", warmup_steps=20, seed=ctx.seed, out_dir=out_dir, progress=False,
-                       device=ctx.device, log_every_steps=10_000, drop_last=n_train > 128)
+    return ctx.train_config(name, n_train, epochs=40 if ctx.quick else 80, batch_size=min(128, n_train),
+                            drop_last=n_train > 128)
 
 
-def text_features(ctx: TaskContext, texts: list[str]) -> torch.Tensor:
-    """MiniLM features of ``texts`` (through ``ctx.cache``); the encoder is shared via ``ctx.shared``."""
-    if "text_encoder" not in ctx.shared:
-        ctx.shared["text_encoder"] = create_encoder("text", device=ctx.device)
-    return ctx.shared["text_encoder"].encode_cached(texts, ctx.cache).cpu()
-
-
-def captioned(ctx: TaskContext, part: str) -> np.ndarray:
-    """Indices of the samples of split ``part`` that carry a known label, an image and a text."""
-    return np.array([i for i in ctx.indices(part)
-                     if ctx.dataset[i].texts and ctx.dataset[i].image is not None and ctx.dataset[i].label >= 0],
-                    dtype=np.int64)
-
-
-def joint_run(ctx: TaskContext) -> JointRun:
-    """Train the joint model once per context (``ctx.shared["joint"]``) and return it."""
-    if "joint" in ctx.shared:
-        return ctx.shared["joint"]
-    train = captioned(ctx, "train")
+def text_run(ctx: TaskContext, classes: list[int] | None = None, with_text: bool = True) -> TextRun:
+    """Train (once per context and arguments) the ``"image-text"`` model on the captioned training samples of
+    ``classes`` (default: ``ctx.text_classes``, else every captioned class); ``with_text=False`` trains the
+    same configuration on the images alone."""
+    classes = classes if classes is not None else ctx.text_classes
+    key = ("text_run", None if classes is None else tuple(classes), with_text)
+    if key in ctx.shared:
+        return ctx.shared[key]
+    train = captioned(ctx, "train", classes)
     if len(train) == 0:
         raise DataError(ctx.dataset.root, "no training sample has both an image and a text: the text and "
                                           "retrieval tasks need captioned training images")
-    classes = sorted({int(label) for label in ctx.labels(train)})
-    test = captioned(ctx, "test")
-    test = test[np.isin(ctx.labels(test).numpy(), classes)] if len(test) else test
+    local_classes = sorted({int(label) for label in ctx.labels(train)})
+    test = captioned(ctx, "test", local_classes)
     if len(test) == 0:
         raise DataError(ctx.dataset.root, "no held-out captioned image of a class seen in training")
-    texts, rows = text_table(ctx.dataset.samples)
-    features = text_features(ctx, texts)
-    position = {label: i for i, label in enumerate(classes)}
-    local = [position[int(label)] for label in ctx.labels(train)]
-    with tempfile.TemporaryDirectory(prefix="fgmm-joint-") as tmp:
-        out_dir = ctx.out_dir / "joint" if ctx.out_dir else Path(tmp)
-        model, result = fit_joint(ctx.features["image"][train], features, [rows[i] for i in train], local,
-                                  joint_recipe(ctx, out_dir, len(train)), max_texts=MAX_TEXTS, seed=ctx.seed,
-                                  num_classes=len(classes),
-                                  encoders={"text": ctx.shared["text_encoder"].fingerprint()})
-    run = JointRun(model, classes, train, test, features, rows, result.history)
-    ctx.shared["joint"] = run
+    table = text_table(ctx)
+    model = ctx.model("image-text", class_names=[ctx.dataset.class_names[c] for c in local_classes],
+                      dims={"text": table.dim})
+    run = TextRun(model, local_classes, train, test, table)
+    tables = {"image": ModalityTable.one_per_sample(ctx.features["image"][train])}
+    if with_text:
+        tables["text"] = table.subset(train)
+    name = f"text-{len(local_classes)}{'' if with_text else '-image-only'}"
+    with text_recipe(ctx, name, len(train)) as recipe:
+        model.fit_features(tables, run.local_labels(ctx, train), train=recipe)
+    ctx.shared[key] = run
     return run
 
 
-@torch.no_grad()
-def _top1(model: JointEmbeddingModel, batch: dict, labels: torch.Tensor) -> float:
-    return float((model(batch)["logits"].argmax(1) == labels).float().mean())
+def _fused_top1(run: TextRun, ctx: TaskContext, with_text: bool = True) -> float:
+    features = {"image": ctx.features["image"][run.test]}
+    if with_text:
+        features["text"] = run.text.subset(run.test).pooled()
+    predictions = run.model.logits(features).argmax(1)
+    return float((predictions == run.local_labels(ctx, run.test)).float().mean())
 
 
 @TASKS.register("text")
 def text_task(ctx: TaskContext) -> dict[str, float]:
-    run = joint_run(ctx)
-    image = ctx.features["image"][run.test]
-    pooled = pooled_texts(run.text_features, [run.text_rows[i] for i in run.test])
-    labels = run.local_labels(ctx, run.test)
-    return {"image_top1_50": _top1(run.model, {"image": image}, labels),
-            "fused_top1_50": _top1(run.model, {"image": image, "text": pooled}, labels)}
+    metrics = {"image_top1_50": _fused_top1(text_run(ctx, with_text=False), ctx, with_text=False),
+               "fused_top1_50": _fused_top1(text_run(ctx), ctx)}
+    every = sorted({int(ctx.dataset.labels[i]) for i in captioned(ctx, "train")})
+    if ctx.text_classes is not None and set(every) != set(ctx.text_classes):
+        metrics["fused_top1"] = _fused_top1(text_run(ctx, classes=every), ctx)
+    return metrics
 
 
 def _both_directions(images: torch.Tensor, texts: torch.Tensor, own: torch.Tensor, image_labels: torch.Tensor,
@@ -158,15 +157,15 @@ def _both_directions(images: torch.Tensor, texts: torch.Tensor, own: torch.Tenso
 
 @TASKS.register("retrieval")
 def retrieval_task(ctx: TaskContext) -> dict[str, float]:
-    run = joint_run(ctx)
-    test_rows = [run.text_rows[i] for i in run.test]
-    owner = torch.tensor([position for position, rows in enumerate(test_rows) for _ in rows])
+    run = text_run(ctx)
+    test_text = run.text.subset(run.test)
+    captions, owner = test_text.expand()
     with torch.no_grad():
         images = run.model.embed("image", ctx.features["image"][run.test])
-        documents = run.model.embed("text", pooled_texts(run.text_features, test_rows))
-        captions = run.model.embed("text", run.text_features[[row for rows in test_rows for row in rows]])
+        documents = run.model.embed("text", test_text.pooled())
+        caption_embeddings = run.model.embed("text", captions)
     labels = ctx.labels(run.test)
     metrics = _both_directions(images, documents, torch.eye(len(run.test), dtype=torch.bool), labels, labels, "")
     own = owner[None, :] == torch.arange(len(run.test))[:, None]
-    metrics.update(_both_directions(images, captions, own, labels, labels[owner], "_caption"))
+    metrics.update(_both_directions(images, caption_embeddings, own, labels, labels[owner], "_caption"))
     return metrics

@@ -1,0 +1,52 @@
+"""The text and retrieval tasks on the one model, on the tiny procedural set (no real text encoder)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fgmm.tasks import TaskContext, run_tasks
+from fgmm.tasks.text import captioned, text_run
+
+
+class HashedWords:
+    """Stand-in for the text encoder in task tests: a fixed random vector per word, summed."""
+
+    dim = 24
+
+    def fingerprint(self) -> str:
+        return "hashed-words"
+
+    def encode_cached(self, texts, cache=None, progress=False) -> torch.Tensor:
+        vectors = [sum((torch.randn(self.dim, generator=torch.Generator().manual_seed(sum(map(ord, w))))
+                        for w in text.split()), torch.zeros(self.dim)) for text in texts]
+        return F.normalize(torch.stack(vectors), dim=1)
+
+
+def context(dataset, **options) -> TaskContext:
+    labels = torch.as_tensor(dataset.labels).clamp(min=0)
+    image = F.one_hot(labels, 6).float() + 0.8 * torch.randn(len(labels), 6, generator=torch.Generator().manual_seed(0))
+    return TaskContext(dataset=dataset, features={"image": image}, quick=True,
+                       shared={"text_encoder": HashedWords()}, **options)
+
+
+def test_text_and_retrieval_tasks_on_the_tiny_procedural_set(tiny_procedural, one_thread):
+    ctx = context(tiny_procedural)
+    metrics = run_tasks(ctx, ["text", "retrieval"])
+    contract = {"image_top1_50", "fused_top1_50", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5",
+                "t2i_R@10", "i2t_mAP", "t2i_mAP"}
+    assert contract | {f"{key}_caption" for key in contract if key.startswith(("i2t", "t2i"))} <= set(metrics)
+    assert all(0.0 <= metrics[key] <= 1.0 for key in contract)
+    assert "fused_top1" not in metrics  # the text classes are every captioned class: no second model
+    run = text_run(ctx)  # trained once, shared by both tasks
+    assert len(run.classes) == 4 and len(run.test) == len(captioned(ctx, "test")) - 2 * 8  # unseen classes left out
+    assert len(run.test) == 8 and metrics["i2t_R@10"] == metrics["t2i_R@10"] == 1.0  # 8 documents: all in a top 10
+    image_only = text_run(ctx, with_text=False)
+    assert image_only is not run and image_only.classes == run.classes
+
+
+def test_text_classes_restrict_the_tasks_and_add_the_all_class_fusion_key(tiny_procedural, one_thread):
+    ctx = context(tiny_procedural, text_classes=[0, 1])
+    metrics = run_tasks(ctx, ["text"])
+    assert text_run(ctx).classes == [0, 1]
+    assert 0.0 <= metrics["fused_top1"] <= 1.0  # the model of every captioned class
