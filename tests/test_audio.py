@@ -230,3 +230,52 @@ def test_procedural_songs_carry_class_signal(tiny_procedural, small_encoder):
     model = create_recording_classifier("window_ncm").fit([windows[i] for i in train], [labels[i] for i in train])
     accuracy = float((model.predict([windows[i] for i in test]).numpy() == np.array(labels)[test]).mean())
     assert accuracy >= 0.6  # chance: 0.25
+
+
+def _recordings_dataset(tmp_path: Path, held_out: bool):
+    """3 classes of tone 'songs' (2-3 recordings each; with ``held_out`` the last of each is ``is_train=0``) and
+    4 images per class (features given directly: class-separable vectors)."""
+    from fgmm.data.sample import MultiModalDataset, Sample
+
+    freqs = {0: 600.0, 1: 2500.0, 2: 6000.0}
+    recordings = []
+    for label, freq in freqs.items():
+        for k in range(3 if label else 2):
+            path = tmp_path / f"song{label}{k}.wav"
+            rng = np.random.default_rng(10 * label + k)
+            sf.write(path, tone(freq * (1 + 0.02 * k), 1.0) + 0.01 * rng.standard_normal(RATE).astype(np.float32),
+                     RATE)
+            last = k == (2 if label else 1)
+            recordings.append(Sample(id=path.stem, label=label, audio=path,
+                                     meta={"is_train": "0" if held_out and last else "1"}))
+    recordings.append(Sample(id="copy", label=1, audio=tmp_path / "song10.wav", meta={"is_train": "1"}))
+    samples = [Sample(id=f"img{c}{k}", label=c) for c in freqs for k in range(4)]
+    dataset = MultiModalDataset(samples=samples, class_names=["low", "mid", "high"],
+                                split=["train", "train", "test", "test"] * 3, recordings=recordings)
+    centres = torch.eye(3, 8) * 5
+    features = torch.stack([centres[s.label] + 0.1 * torch.randn(8) for s in samples])
+    return dataset, features
+
+
+@pytest.mark.parametrize("held_out", [True, False])
+def test_audio_task_keys(tmp_path: Path, held_out: bool):
+    from fgmm.tasks import TaskContext, run_tasks
+    from fgmm.tasks.audio import AudioRun, audio_recordings  # (also registers the audio tasks)
+
+    dataset, features = _recordings_dataset(tmp_path, held_out)
+    ctx = TaskContext(dataset=dataset, features={"image": features}, quick=True, cache=FeatureCache(tmp_path / "c"))
+    small = {"default": ("efficientnet_lite0", {"n_mels": 64, "windows": WindowConfig(seconds=1.0, max_windows=2)})}
+    ctx.shared["audio"] = AudioRun(ctx, *audio_recordings(ctx), specs=small)  # a smaller front end: a faster test
+    metrics = run_tasks(ctx, ["audio_default"])
+    assert metrics["audio_path"] == "default" and metrics["audio_skipped"] == []
+    if held_out:  # the contract keys, on 3 held-out recordings
+        assert metrics["audio_held_out"] == 3
+        for key in ("audio_top1", "i2a_mAP", "a2i_mAP", "audio_top1_default"):
+            assert 0.0 <= metrics[key] <= 1.0
+        assert metrics["audio_top1"] == pytest.approx(1.0) and metrics["i2a_mAP"] == pytest.approx(1.0)
+    else:  # the dev keys; the copied recording is dropped before the folds
+        assert "audio_top1" not in metrics and metrics["audio_dev_duplicates_dropped"] == 1
+        for key in ("audio_top1_dev_loo_default", "audio_top1_dev_1shot_default", "i2a_mAP_dev_default",
+                    "a2i_mAP_dev_default", "i2a_mAP_dev_chance"):
+            assert 0.0 <= metrics[key] <= 1.0
+        assert metrics["audio_top1_dev_loo_default"] >= 0.75

@@ -85,20 +85,21 @@ class NearestClassMean(RecordingClassifier):
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         x = x - self.mean
-        if self.whitening is not None:
-            x = x @ self.whitening
+        if self.basis is not None:
+            # W x = V diag((e + lam)^-1/2) V^T x + lam^-1/2 (I - V V^T) x, without forming the d x d matrix
+            projected = x @ self.basis.T
+            x = (projected * self.scales) @ self.basis + self.rest * (x - projected @ self.basis)
         return F.normalize(x, dim=1)
 
     def _fit_space(self, x: torch.Tensor) -> None:
         self.mean = x.mean(dim=0)
-        self.whitening = None
+        self.basis = None
         if self.shrinkage is not None and len(x) > 1:
-            centred = (x - self.mean).double()
-            cov = centred.T @ centred / (len(x) - 1)
-            values, vectors = torch.linalg.eigh(cov)
-            values = values.clamp_min(0) + self.shrinkage * values.clamp_min(0).mean()
-            self.whitening = (vectors / values.sqrt()) @ vectors.T
-            self.whitening = self.whitening.float()
+            _, singular, basis = torch.linalg.svd((x - self.mean).double(), full_matrices=False)
+            eigen = singular**2 / (len(x) - 1)  # the non-zero eigenvalues of the covariance
+            shrink = self.shrinkage * float(eigen.sum()) / x.shape[1]  # lambda x the mean of all d eigenvalues
+            self.basis, self.scales = basis.float(), (eigen + shrink).rsqrt().float()
+            self.rest = shrink**-0.5
 
     def fit(self, windows: Sequence[torch.Tensor], labels: Sequence[int]) -> NearestClassMean:
         y = self._set_classes(labels)
@@ -153,6 +154,14 @@ class WindowLogistic(RecordingClassifier):
             scores = self.model.predict_log_proba(F.normalize(w - self.mean, dim=1).numpy()).mean(axis=0)
             out[i, torch.as_tensor(self.model.classes_)] = torch.as_tensor(scores, dtype=torch.float32)
         return F.log_softmax(out, dim=1)
+
+
+def duplicate_recordings(windows: Sequence[torch.Tensor], threshold: float = 0.999) -> list[int]:
+    """Indices of recordings that repeat an earlier one (cosine of their mean normalised windows
+    >= ``threshold``: the same audio, whatever the file name or encoding). The CUB bundle has one such pair."""
+    pooled = F.normalize(torch.stack([w.mean(dim=0) for w in _normalise(windows)]), dim=1)
+    similar = torch.triu(pooled @ pooled.T >= threshold, diagonal=1)
+    return sorted({int(j) for j in similar.nonzero()[:, 1]})
 
 
 def create_recording_classifier(name: str, **kwargs) -> RecordingClassifier:
