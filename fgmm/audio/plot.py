@@ -29,7 +29,7 @@ class Panel:
     match: bool | None = None
 
 
-def _draw(ax, frontend: LogMel, panel: Panel, seconds: float) -> None:
+def _draw(ax, frontend: LogMel, panel: Panel, seconds: float) -> float:
     wave = read_audio(panel.path, frontend.sample_rate, max_seconds=seconds, allow_silent=True)
     image = frontend(torch.from_numpy(wave.samples)[None])[0, 0].numpy()
     ax.imshow(image, origin="lower", aspect="auto", cmap="magma", vmin=0, vmax=1,
@@ -45,6 +45,7 @@ def _draw(ax, frontend: LogMel, panel: Panel, seconds: float) -> None:
         for spine in ax.spines.values():
             spine.set_edgecolor("#2ca02c" if panel.match else "#d62728")
             spine.set_linewidth(3)
+    return wave.seconds
 
 
 def spectrogram_figure(query: Panel, results: Sequence[Panel], out: str | Path, *, seconds: float = 10.0,
@@ -69,8 +70,9 @@ def spectrogram_figure(query: Panel, results: Sequence[Panel], out: str | Path, 
     frontend = frontend or LogMel()
     panels = [query, *results]
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 1.7 * len(panels)), squeeze=False)
-    for ax, panel in zip(axes[:, 0], panels, strict=True):
-        _draw(ax, frontend, panel, seconds)
+    shown = [_draw(ax, frontend, panel, seconds) for ax, panel in zip(axes[:, 0], panels, strict=True)]
+    for ax in axes[:, 0]:
+        ax.set_xlim(0, max(shown))  # one time scale for all panels
     axes[-1, 0].set_xlabel("seconds", fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
