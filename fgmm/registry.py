@@ -11,10 +11,17 @@ Example::
     class GCNPropagation(nn.Module): ...
 
     layer = GNN_LAYERS.create("gcn", in_dim=64, out_dim=64)
+
+A registry whose entries live in modules that import the registry (so it cannot import them at
+definition time) names them in ``populate``; they are imported on the first lookup::
+
+    TASKS = Registry("task", populate="fgmm.tasks.all")
+    TASKS.get("image")        # imports fgmm.tasks.all first: no need to import it yourself
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -26,9 +33,21 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to factories (classes or functions) of one kind of component."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, populate: str | None = None):
         self.kind = kind
         self._entries: dict[str, Callable[..., T]] = {}
+        self._populate = populate
+
+    def _populated(self) -> dict[str, Callable[..., T]]:
+        """The entries, after importing the ``populate`` module once (on the first lookup)."""
+        if self._populate is not None:
+            module, self._populate = self._populate, None  # cleared first: the module registers into us
+            try:
+                importlib.import_module(module)
+            except BaseException:
+                self._populate = module
+                raise
+        return self._entries
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator registering ``factory`` under ``name`` (names are case-insensitive)."""
@@ -45,7 +64,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Callable[..., T]:
         """Return the factory registered under ``name`` or raise a :class:`ConfigError` listing choices."""
         try:
-            return self._entries[name.lower()]
+            return self._populated()[name.lower()]
         except KeyError:
             raise ConfigError(
                 f"unknown {self.kind} '{name}'; choose one of: {', '.join(sorted(self._entries))}"
@@ -56,10 +75,10 @@ class Registry(Generic[T]):
         return self.get(name)(**kwargs)
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted(self._populated())
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._entries
+        return isinstance(name, str) and name.lower() in self._populated()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
