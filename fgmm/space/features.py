@@ -167,6 +167,13 @@ class SampleFeatures(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, indices: Sequence[int], train: bool | None = None) -> SampleFeatures:
+        """The samples at ``indices`` (``train``: draw subsets, default as this dataset)."""
+        indices = [int(i) for i in indices]
+        raw = {m: (lambda i, load=load: load(indices[i])) for m, load in self.raw.items()}
+        return SampleFeatures({m: t.subset(indices) for m, t in self.tables.items()}, self.labels[indices],
+                              train=self.train if train is None else train, max_items=self.max_items, raw=raw)
+
     def _item(self, modality: str, index: int) -> torch.Tensor | None:
         table = self.tables[modality]
         rows = table.rows[index]

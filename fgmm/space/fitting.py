@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from fgmm.data.splits import holdout_split
 from fgmm.data.torch_dataset import MASK_KEY, collate_multimodal
@@ -83,23 +84,21 @@ def _masks(tables: Mapping[str, ModalityTable]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def fused_embeddings(model, tables: Mapping[str, ModalityTable], batch_size: int = 4096) -> torch.Tensor:
-    """``[N, d]`` fused evaluation embeddings of the samples of ``tables`` (each with all its items pooled)."""
-    pooled = {m: t.pooled() for m, t in tables.items()}
-    masks = _masks(tables)
+def fused_embeddings(model, data: SampleFeatures, batch_size: int = 1024) -> torch.Tensor:
+    """``[N, d]`` fused evaluation embeddings of the samples of ``data`` (each with all its items pooled)."""
     was_training = model.training
     model.eval()
     device = model.gamma.device
+    loader = DataLoader(data.subset(range(len(data)), train=False), batch_size=batch_size,
+                        collate_fn=collate_multimodal)
     try:
-        n = len(next(iter(masks.values())))
         out = []
-        for start in range(0, n, batch_size):
-            part = slice(start, start + batch_size)
-            present = {m: v[part] for m, v in masks.items() if bool(v[part].any())}
-            batch = {m: pooled[m][part].to(device) for m in present}
-            batch[MASK_KEY] = {m: v.to(device) for m, v in present.items()}
-            _, embeddings, batch_masks = model._embeddings(batch)
-            out.append(model.fuse(embeddings, batch_masks).cpu())
+        for batch in loader:
+            batch = {k: v for k, v in batch.items() if k in model.modalities or k == MASK_KEY}
+            batch = {k: ({m: t.to(device) for m, t in v.items() if m in batch} if k == MASK_KEY else v.to(device))
+                     for k, v in batch.items()}
+            _, embeddings, masks = model._embeddings(batch)
+            out.append(model.fuse(embeddings, masks).cpu())
         return torch.cat(out)
     finally:
         model.train(was_training)
@@ -116,7 +115,7 @@ def _fit_projections(model, tables: Mapping[str, ModalityTable], labels: torch.T
 
 
 def _cosines(model, z: torch.Tensor) -> torch.Tensor:
-    return F.normalize(z, dim=-1) @ F.normalize(model.class_source(), dim=-1).T.cpu()
+    return F.normalize(z, dim=-1) @ F.normalize(model.class_source(), dim=-1).T.detach().cpu()
 
 
 @torch.no_grad()
@@ -141,59 +140,57 @@ def _set_scale(model, scale: float) -> None:
         model.scorer.log_scale.fill_(float(np.log(scale)))
 
 
-def _train(model, tables, labels, val, train: TrainConfig | None, n_train: int) -> tuple[Any, int]:
-    max_items = {m: c.max_items for m, c in model.config.modalities.items()}
-    data = SampleFeatures(tables, labels, train=True, max_items=max_items)
-    val_data = SampleFeatures(val[0], val[1]) if val is not None else None
+def _train(model, data: SampleFeatures, val: SampleFeatures | None, train: TrainConfig | None,
+           resume: bool) -> Any:
     with tempfile.TemporaryDirectory(prefix="fgmm-fit-") as tmp:
-        config = train or default_train_config(n_train, out_dir=Path(tmp))
-        result = Trainer(model, config, data, val_data=val_data, collate_fn=collate_multimodal).fit(resume=False)
-    return result, result.steps
+        config = train or default_train_config(int((data.labels >= 0).sum()), out_dir=Path(tmp))
+        return Trainer(model, config, data, val_data=val, collate_fn=collate_multimodal).fit(resume=resume)
 
 
-def fit_tables(model, tables: Mapping[str, ModalityTable], labels, *, train: TrainConfig | None = None,
-               val: tuple[Mapping[str, ModalityTable], Any] | None = None, seed: int = 0) -> FitResult:
-    """Fit ``model`` on feature tables of its modalities (see the module docstring).
+def fit_samples(model, data: SampleFeatures, *, train: TrainConfig | None = None, val: SampleFeatures | None = None,
+                seed: int = 0, resume: bool = False) -> FitResult:
+    """Fit ``model`` on a :class:`~fgmm.space.features.SampleFeatures` dataset (see the module docstring).
 
     Args:
         model: the :class:`~fgmm.space.FGModel`.
-        tables: ``{modality: ModalityTable}`` of the training samples (a subset of the model's modalities).
-        labels: ``N`` class indices into ``model.class_names`` (``-1``: unknown, not trained on).
+        data: the training samples: feature tables of (some of) the model's modalities, raw inputs of its
+            trainable towers, labels into ``model.class_names`` (``-1``: unknown, not trained on).
         train: the Trainer's config for the learned parts (default: :func:`default_train_config`
             in a temporary folder; give ``out_dir`` to keep checkpoints and ``metrics.jsonl``).
-        val: optional ``(tables, labels)`` of validation samples (best checkpoint, early stopping).
+        val: optional validation samples (best checkpoint, early stopping).
         seed: seeds the inner splits of the scale and calibration steps.
+        resume: continue the Trainer's run in ``train.out_dir`` (see :mod:`fgmm.train.run_folder`).
     """
     start = time.perf_counter()
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    unknown = sorted(set(tables) - set(model.modalities))
+    labels = data.labels
+    given = set(data.tables) | set(data.raw)
+    unknown = sorted(given - set(model.modalities))
     if unknown:
         raise DataError(None, f"features for modalities the model does not have: {unknown}")
-    if not tables:
+    if not given:
         raise DataError(None, "no features to fit on")
     if ((labels < -1) | (labels >= model.num_classes)).any():
         raise DataError(None, f"labels must be in 0..{model.num_classes - 1} (or -1 for unknown)")
     n_train = int((labels >= 0).sum())
     if n_train == 0:
         raise DataError(None, "the training data has no labelled sample")
-    model.cpu()
-    _fit_projections(model, tables, labels)
-    z = fused_embeddings(model, tables)
+    data.max_items = {m: c.max_items for m, c in model.config.modalities.items()}
+    _fit_projections(model, data.tables, labels)
+    z = fused_embeddings(model, data)
     for source in (model.train_head, model.class_source):
         if source is not None:
             source.initialize(z, labels)
     result = FitResult(n_train=n_train)
     if model._learned_parts():
-        trained, result.steps = _train(model, tables, labels, val, train, n_train)
-        result.history, result.stop_reason = trained.history, trained.stop_reason
-        model.cpu()
-        z = fused_embeddings(model, tables)
-    model.class_source.fit(z, labels)
+        trained = _train(model, data.subset(range(len(data)), train=True), val, train, resume)
+        result.steps, result.history, result.stop_reason = trained.steps, trained.history, trained.stop_reason
+        z = fused_embeddings(model, data)
+    model.class_source.fit(z.to(model.gamma.device), labels)
     if model.class_source.closed_form:
         _set_scale(model, _fit_scale(model, z, labels, seed))
     uncovered = model.available_classes() & ~model.trained_classes()
     if model.config.class_embeddings.calibrate and bool(uncovered.any()):
-        model.gamma.fill_(calibrate_gamma(model, tables, labels, seed, train))
+        model.gamma.fill_(calibrate_gamma(model, data, seed, train))
     result.scale = float(model.scorer.scale.detach())
     result.gamma = float(model.gamma)
     result.seconds = round(time.perf_counter() - start, 3)
@@ -201,12 +198,20 @@ def fit_tables(model, tables: Mapping[str, ModalityTable], labels, *, train: Tra
     return result
 
 
-def calibrate_gamma(model, tables: Mapping[str, ModalityTable], labels: torch.Tensor, seed: int = 0,
-                    train: TrainConfig | None = None) -> float:
+def fit_tables(model, tables: Mapping[str, ModalityTable], labels, *, train: TrainConfig | None = None,
+               val: tuple[Mapping[str, ModalityTable], Any] | None = None, seed: int = 0) -> FitResult:
+    """:func:`fit_samples` on feature tables ``{modality: ModalityTable}`` and ``labels`` (and optional
+    validation ``(tables, labels)``)."""
+    validation = SampleFeatures(val[0], val[1]) if val is not None else None
+    return fit_samples(model, SampleFeatures(tables, labels), train=train, val=validation, seed=seed)
+
+
+def calibrate_gamma(model, data: SampleFeatures, seed: int = 0, train: TrainConfig | None = None) -> float:
     """The calibrated-stacking offset for ``model``'s trained classes, chosen on its training data only
     (the stand-in model trains with the same recipe ``train``, its checkpoints in a temporary folder)."""
     from fgmm.zeroshot import calibration_split, choose_gamma
 
+    labels = data.labels
     trained = torch.nonzero(model.trained_classes()).flatten().tolist()
     known = np.flatnonzero(labels.numpy() >= 0)
     fit, validation, stand_in_seen = calibration_split(labels.numpy(), known, trained, seed=seed)
@@ -214,8 +219,8 @@ def calibrate_gamma(model, tables: Mapping[str, ModalityTable], labels: torch.Te
     stand_in.config.class_embeddings.calibrate = False
     with tempfile.TemporaryDirectory(prefix="fgmm-calibrate-") as tmp:
         recipe = None if train is None else dataclasses.replace(train, out_dir=Path(tmp), progress=False)
-        fit_tables(stand_in, {m: t.subset(fit) for m, t in tables.items()}, labels[fit], seed=seed, train=recipe)
-    z = fused_embeddings(stand_in, {m: t.subset(validation) for m, t in tables.items()})
+        fit_samples(stand_in, data.subset(fit), seed=seed, train=recipe)
+    z = fused_embeddings(stand_in, data.subset(validation))
     scores = _cosines(stand_in, z)[:, trained]
     position = {c: i for i, c in enumerate(trained)}
     local = torch.tensor([position[int(c)] for c in labels[validation]])

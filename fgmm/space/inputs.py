@@ -9,10 +9,12 @@ differ: the projections were fitted to that encoder's space, not another's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from fgmm.data.sample import Sample
 from fgmm.encoders import create_encoder
@@ -73,6 +75,20 @@ def featurize_samples(model, samples: Sequence[Sample], cache: Any = None, *, mo
         raise DataError(None, f"no sample carries any of the model's modalities {model.modalities}")
     return {m: featurize(m, model_encoder(model, m), samples, cache, progress=progress, skip_bad=skip_bad)
             for m in wanted}
+
+
+def tower_inputs(model, modality: str, samples: Sequence[Sample], train: bool = False
+                 ) -> Callable[[int], torch.Tensor | None]:
+    """``fn(i)``: the raw input of sample ``i`` for the trainable tower of ``modality`` (images: the
+    encoder's transform, with augmentation when ``train``), ``None`` when the sample lacks it."""
+    if modality != "image":
+        raise ConfigError(f"end-to-end training of the '{modality}' encoder is not supported; train its "
+                          "projection on cached features (trainable: false)")
+    from fgmm.data.images import load_image
+
+    transform = model.towers[modality].transform(train=train)
+    paths = [s.image for s in samples]
+    return lambda i: None if paths[i] is None else transform(load_image(paths[i]))
 
 
 def _carries(sample: Sample, modality: str) -> bool:

@@ -49,9 +49,9 @@ from fgmm.joint.fusion import FUSIONS
 from fgmm.models.heads import CosineClassifier
 from fgmm.space.class_sources import FreeClassWeights, create_class_source
 from fgmm.space.config import FGModelConfig
-from fgmm.space.features import ModalityTable
-from fgmm.space.fitting import FitResult, fit_tables
-from fgmm.space.inputs import featurize_samples, samples_from
+from fgmm.space.features import ModalityTable, SampleFeatures
+from fgmm.space.fitting import FitResult, fit_samples, fit_tables
+from fgmm.space.inputs import featurize_samples, samples_from, tower_inputs
 from fgmm.space.objective import Objective
 from fgmm.space.pretrained import load_pretrained, save_pretrained
 from fgmm.space.priors import create_prior
@@ -317,29 +317,35 @@ class FGModel(nn.Module):
         twin.encoder_info = dict(self.encoder_info)
         return twin
 
-    def featurize(self, samples: Sequence[Sample], cache: Any = None, *, progress: bool = False,
-                  skip_bad: bool = False) -> dict[str, ModalityTable]:
-        """Feature tables of ``samples`` for each modality of the model that they carry (frozen encoders,
-        through ``cache`` — a :class:`fgmm.FeatureCache` — when given)."""
-        return featurize_samples(self, samples, cache, progress=progress, skip_bad=skip_bad)
+    def featurize(self, samples: Sequence[Sample], cache: Any = None, *, modalities: Sequence[str] | None = None,
+                  progress: bool = False, skip_bad: bool = False) -> dict[str, ModalityTable]:
+        """Feature tables of ``samples`` for each modality of the model (or of ``modalities``) that they carry
+        (frozen encoders, through ``cache`` — a :class:`fgmm.FeatureCache` — when given)."""
+        return featurize_samples(self, samples, cache, modalities=modalities, progress=progress, skip_bad=skip_bad)
 
     def fit(self, data: Sequence[Sample], *, cache: Any = None, train: TrainConfig | None = None,
-            val: Sequence[Sample] | None = None, progress: bool = False, skip_bad: bool = False) -> FitResult:
+            val: Sequence[Sample] | None = None, progress: bool = False, skip_bad: bool = False,
+            resume: bool = False) -> FitResult:
         """Fit the model on labelled samples (a :class:`~fgmm.data.MultiModalDataset` or a list of samples).
 
-        Frozen encoders compute features through ``cache``; closed-form parts are fitted, learned parts
-        trained with the :class:`~fgmm.train.Trainer` (``train``: its config; default: a recipe chosen on
-        CUB validation splits, checkpoints in a temporary folder). See :mod:`fgmm.space.fitting`.
+        Frozen encoders compute features through ``cache``; trainable towers (``trainable: true``, the GPU
+        path) read raw inputs; closed-form parts are fitted, learned parts trained with the
+        :class:`~fgmm.train.Trainer` (``train``: its config; default: a recipe chosen on CUB validation
+        splits, checkpoints in a temporary folder; ``resume``: continue the run in ``train.out_dir``).
+        See :mod:`fgmm.space.fitting`.
         """
-        samples = list(data)
-        tables = self.featurize(samples, cache, progress=progress, skip_bad=skip_bad)
-        labels = torch.tensor([s.label for s in samples], dtype=torch.long)
-        validation = None
-        if val is not None:
-            val_samples = list(val)
-            validation = (self.featurize(val_samples, cache, skip_bad=skip_bad),
-                          torch.tensor([s.label for s in val_samples], dtype=torch.long))
-        return fit_tables(self, tables, labels, train=train, val=validation, seed=self.seed)
+        training = self.sample_features(list(data), cache, train=True, progress=progress, skip_bad=skip_bad)
+        validation = None if val is None else self.sample_features(list(val), cache, skip_bad=skip_bad)
+        return fit_samples(self, training, train=train, val=validation, seed=self.seed, resume=resume)
+
+    def sample_features(self, samples: Sequence[Sample], cache: Any = None, *, train: bool = False,
+                        progress: bool = False, skip_bad: bool = False) -> SampleFeatures:
+        """The :class:`~fgmm.space.features.SampleFeatures` of labelled ``samples``: cached features of the
+        frozen modalities, raw inputs of the trainable towers (augmented when ``train``)."""
+        frozen = [m for m in self.modalities if m not in self.towers]
+        tables = self.featurize(samples, cache, modalities=frozen, progress=progress, skip_bad=skip_bad)
+        raw = {m: tower_inputs(self, m, samples, train=train) for m in self.towers}
+        return SampleFeatures(tables, [s.label for s in samples], raw=raw)
 
     def fit_features(self, tables: Mapping[str, ModalityTable], labels: Sequence[int] | Tensor, *,
                      train: TrainConfig | None = None, val: tuple[Mapping[str, ModalityTable], Any] | None = None
