@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fgmm.tasks.all  # noqa: F401  (registers every task)
 from fgmm.cache import FeatureCache
 from fgmm.data.procedural import generate_procedural
+from fgmm.errors import ConfigError
 from fgmm.pipeline import build_context
 from fgmm.report import (
     TABLE_ROWS,
@@ -27,6 +27,10 @@ from fgmm.report import (
 from fgmm.tasks import TASKS, run_tasks
 
 DEMO_TASKS: tuple[str, ...] = ("image", "kg", "zsl", "text", "retrieval")
+#: tasks that evaluate on classes without training images (they need ``unseen_classes >= 1``)
+ZERO_SHOT_TASKS: tuple[str, ...] = ("zsl", "zsl_gnn")
+#: per class: a training, a validation and a test image at least
+MIN_IMAGES_PER_CLASS = 3
 
 
 @dataclass
@@ -44,6 +48,25 @@ class DemoConfig:
     tasks: tuple[str, ...] = DEMO_TASKS
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Check everything before any work starts: each mistake is one :class:`ConfigError` line."""
+        self.tasks = tuple(self.tasks)
+        if not self.tasks:
+            raise ConfigError(f"no task to run; choose from: {', '.join(TASKS.names())}")
+        for name in self.tasks:
+            TASKS.get(name)  # unknown task 'imag'; choose one of: ...
+        if self.images_per_class < MIN_IMAGES_PER_CLASS:
+            raise ConfigError(f"images per class must be at least {MIN_IMAGES_PER_CLASS} (a training, a "
+                              f"validation and a test image per class), got {self.images_per_class}")
+        if not 0 <= self.unseen_classes <= self.num_classes - 2:
+            raise ConfigError(f"unseen classes must be in [0, {max(self.num_classes - 2, 0)}] for "
+                              f"{self.num_classes} classes (at least 2 classes keep training images), "
+                              f"got {self.unseen_classes}")
+        zero_shot = [t for t in self.tasks if t in ZERO_SHOT_TASKS]
+        if zero_shot and self.unseen_classes == 0:
+            raise ConfigError(f"task(s) {', '.join(zero_shot)} need unseen classes: set unseen classes to 1 "
+                              f"or more, or leave them out of the tasks")
+
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run the demo; returns the results dict that is also written to ``out_dir/results.json``."""
@@ -57,8 +80,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     ctx, stats = build_context(dataset, cache=FeatureCache(out / "cache"), vision=config.vision,
                                image_size=config.image_size, seed=config.seed, quick=True,
                                out_dir=out, progress=config.progress)
-    tasks = [t for t in config.tasks if t in TASKS]
-    metrics = run_tasks(ctx, tasks)
+    tasks = list(config.tasks)
+    metrics = _run_with_progress(ctx, tasks, config.progress)
     seconds = {"generate": round(generated, 3), "encode": stats["seconds"], **metrics.pop("seconds")}
     seconds["total"] = round(time.perf_counter() - start, 3)
     results = {
@@ -71,6 +94,27 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     write_json_atomic(out / "results.json", results)
     _write_report(ctx, results, out)
     return results
+
+
+def _run_with_progress(ctx, tasks: list[str], show: bool) -> dict[str, Any]:
+    """:func:`run_tasks`, one task at a time under a progress line (task name, count, elapsed time) on
+    stderr, so that minutes of evaluation are never silent."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    metrics: dict[str, Any] = {"seconds": {}}
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not show) as progress:
+        bar = progress.add_task("evaluating", total=len(tasks))
+        for name in tasks:
+            progress.update(bar, description=f"task [bold]{name}[/]")
+            part = run_tasks(ctx, [name])
+            metrics["seconds"].update(part.pop("seconds"))
+            metrics.update(part)
+            progress.advance(bar)
+        progress.update(bar, description="tasks done")
+    return metrics
 
 
 def _write_report(ctx, results: dict[str, Any], out: Path) -> None:

@@ -8,6 +8,7 @@ zero-shot model of :mod:`fgmm.zeroshot` regresses from.
 
 from __future__ import annotations
 
+import fgmm._pyg  # noqa: F401  (imports PyG before the layers do, without its import-time FutureWarning)
 from fgmm.gnn.gat import GATPropagation
 from fgmm.gnn.gcn import GCNPropagation
 from fgmm.gnn.ggnn import GatedPropagation

@@ -309,6 +309,9 @@ def to_pyg(kg: KnowledgeGraph, hetero: bool = True, class_order: Sequence[str] |
     Raises:
         ConfigError: a class of ``class_order`` is not in the graph (named).
     """
+    from fgmm._pyg import import_pyg
+
+    import_pyg()
     from torch_geometric.data import Data, HeteroData
 
     layout = _layout(kg, class_order)

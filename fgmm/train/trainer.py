@@ -211,9 +211,20 @@ class _LossTracker:
         self.total = 0.0  # local sum and count of the losses already folded in
         self.count = 0
         self.mark = (0.0, 0)  # global (sum, count) at the last interval log
+        self.shown: list[Tensor] = []  # losses since the progress bar last showed one (this rank only)
 
     def add(self, loss: Tensor) -> None:
         self.pending.append(loss.detach())
+        self.shown.append(self.pending[-1])
+
+    def display_mean(self) -> float:
+        """Mean of this rank's losses since the previous call: what the progress bar shows (one device
+        sync, no collective, so it can run every half second)."""
+        if not self.shown:
+            return math.nan
+        losses = torch.stack(self.shown).float()
+        self.shown.clear()
+        return float(losses.nanmean())
 
     def totals(self, ctx: DistContext) -> tuple[float, int]:
         """Global ``(sum, count)`` of this epoch so far."""
@@ -249,6 +260,7 @@ class _LossTracker:
 
     def reset(self) -> None:
         self.pending.clear()
+        self.shown.clear()
         self.total, self.count, self.mark = 0.0, 0, (0.0, 0)
 
 
@@ -314,6 +326,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.early = _EarlyStopping(config.monitor_mode)
         self._train_loss = _LossTracker(self.device)
+        self._shown_at = 0.0  # when the progress bar last showed the loss
         self._elapsed_before = 0.0
         self._t0 = time.perf_counter()
 
@@ -412,6 +425,7 @@ class Trainer:
             self._train_loss.add(loss)
             self.batch_in_epoch = index + 1
             bar.update(1)
+            self._show_loss(bar, last=index + 1 == total)
             if not steps_now:
                 continue
             self._optimizer_step()
@@ -466,12 +480,23 @@ class Trainer:
         if improved and self.dist.is_main:
             atomic_copy(self.last_path, self.best_path)
 
+    #: seconds between updates of the loss shown next to the progress bar
+    SHOW_LOSS_EVERY = 0.5
+
+    def _show_loss(self, bar: tqdm, last: bool) -> None:
+        """Refresh the bar's loss (the mean since its previous refresh) every :attr:`SHOW_LOSS_EVERY`
+        seconds and at the end of each epoch, whatever ``log_every_steps`` is."""
+        now = time.perf_counter()
+        if bar.disable or not (last or now - self._shown_at >= self.SHOW_LOSS_EVERY):
+            return
+        self._shown_at = now
+        bar.set_postfix(loss=f"{self._train_loss.display_mean():.4f}", lr=f"{self._lr():.2e}", refresh=last)
+
     def _log_interval(self, bar: tqdm, logger: MetricsLogger) -> None:
         loss = self._train_loss.interval_mean(self.dist)
         lr = self._lr()
         logger.log({"event": "train", "step": self.global_step, "epoch": self.epoch, "loss": loss,
                     "lr": lr, "seconds": self._seconds()})
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
