@@ -141,7 +141,7 @@ def build(
                                 encoder_options={m: specs[m][2] for m in wanted},
                                 backend_options={"factory": faiss_factory} if backend == "faiss" else {},
                                 cache=feature_cache, descriptor=image_descriptor,
-                                extra={"source": str(source.resolve())})
+                                extra={"source": str(source.resolve())}, progress=True)
     retriever.save(out, force)
     info = retriever.index.info
     console.print(f"indexed {len(retriever.index)} {info.modality} items ({info.dim}-d, {info.space_name}, "

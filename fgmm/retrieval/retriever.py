@@ -40,29 +40,48 @@ RETRIEVER_FILE, JOINT_FILE, DESCRIPTOR_FILE = "retriever.json", "joint.pt", "des
 RETRIEVER_FILES = (RETRIEVER_FILE, JOINT_FILE, DESCRIPTOR_FILE)
 
 FEATURE_EXTRACTORS: Registry[torch.Tensor] = Registry("query modality")
-"""``modality -> fn(encoder, inputs, cache) -> [N, d_m]`` raw encoder features of that modality's inputs."""
+"""``modality -> fn(encoder, inputs, cache, progress=False) -> [N, d_m]`` raw encoder features of that
+modality's inputs (``progress``: a tqdm bar while encoding many of them, e.g. ``fgmm index build``)."""
+
+#: texts encoded per progress-bar update when texts are encoded without a cache
+TEXT_CHUNK = 256
 
 
 @FEATURE_EXTRACTORS.register("image")
-def image_features(encoder: Encoder, paths: Sequence[str | Path], cache: Any = None) -> torch.Tensor:
+def image_features(encoder: Encoder, paths: Sequence[str | Path], cache: Any = None,
+                   progress: bool = False) -> torch.Tensor:
     """Features of image files (through the feature cache when one is given)."""
+    from tqdm.auto import tqdm
+
     from fgmm.data.images import image_loader
 
     if cache is not None:
-        return cache.encode_images(encoder, list(paths), progress=False).features
+        return cache.encode_images(encoder, list(paths), progress=progress).features
     parts = []
-    for batch in image_loader(list(paths), encoder.transform(), batch_size=32, num_workers=0):
-        if batch.failures:
-            index, problem = batch.failures[0]
-            raise DataError(paths[index], problem)
-        parts.append(encoder.encode(batch.images).cpu())
+    with tqdm(total=len(paths), desc=f"encoding images ({encoder.name})", unit="img", disable=not progress) as bar:
+        for batch in image_loader(list(paths), encoder.transform(), batch_size=32, num_workers=0):
+            if batch.failures:
+                index, problem = batch.failures[0]
+                raise DataError(paths[index], problem)
+            parts.append(encoder.encode(batch.images).cpu())
+            bar.update(len(batch.images))
     return torch.cat(parts)
 
 
 @FEATURE_EXTRACTORS.register("text")
-def text_features(encoder: Encoder, texts: Sequence[str], cache: Any = None) -> torch.Tensor:
+def text_features(encoder: Encoder, texts: Sequence[str], cache: Any = None, progress: bool = False) -> torch.Tensor:
     """Features of texts (through the feature cache when one is given)."""
-    return encoder.encode_cached(list(texts), cache).cpu()
+    from tqdm.auto import tqdm
+
+    texts = list(texts)
+    if cache is not None or not progress or len(texts) <= TEXT_CHUNK:
+        return encoder.encode_cached(texts, cache, progress=progress).cpu()
+    with tqdm(total=len(texts), desc=f"encoding texts ({encoder.name})", unit="text") as bar:
+        parts = []
+        for start in range(0, len(texts), TEXT_CHUNK):
+            parts.append(encoder.encode_cached(texts[start:start + TEXT_CHUNK]).cpu())
+            bar.update(len(parts[-1]))
+    return torch.cat(parts)
 
 
 class Retriever:
@@ -123,11 +142,12 @@ class Retriever:
               class_names: Sequence[str] = (),
               backend: str = "torch", backend_options: Mapping[str, Any] | None = None,
               encoder_options: Mapping[str, Mapping[str, Any]] | None = None, cache: Any = None,
-              extra: Mapping[str, Any] | None = None, descriptor: ImageDescriptor | None = None) -> Retriever:
+              extra: Mapping[str, Any] | None = None, descriptor: ImageDescriptor | None = None,
+              progress: bool = False) -> Retriever:
         """Encode ``inputs`` of ``modality`` (image paths or texts) and index them.
 
         ``paths`` defaults to ``inputs`` for images and ``texts`` to ``inputs`` for texts, so that
-        results can be shown.
+        results can be shown. ``progress`` shows a bar while the inputs are encoded.
         """
         if modality not in encoders:
             raise ConfigError(f"no encoder for modality '{modality}' (encoders: {sorted(encoders)})")
@@ -142,12 +162,13 @@ class Retriever:
             paths = [str(p) for p in inputs]
         if texts is None and modality == "text":
             texts = list(inputs)
-        index.add(retriever.embed(modality, inputs), ids, labels, paths, texts)
+        index.add(retriever.embed(modality, inputs, progress=progress), ids, labels, paths, texts)
         return retriever
 
     @torch.no_grad()
-    def embed(self, modality: str, inputs: Sequence[Any]) -> torch.Tensor:
-        """``[N, dim]`` vectors of raw ``inputs`` of ``modality`` in this retriever's space."""
+    def embed(self, modality: str, inputs: Sequence[Any], progress: bool = False) -> torch.Tensor:
+        """``[N, dim]`` vectors of raw ``inputs`` of ``modality`` in this retriever's space (``progress``:
+        a bar while encoding)."""
         own = self.index.info.modality
         if self.joint is None and modality != own:
             raise ConfigError(
@@ -161,8 +182,8 @@ class Retriever:
             raise DataError(None, f"no {modality} query given")
         if self.descriptor is not None:
             encoder = self.descriptor.encoder(self.encoders[modality])
-            return self.descriptor(FEATURE_EXTRACTORS.get(modality)(encoder, inputs, self.cache))
-        features = FEATURE_EXTRACTORS.get(modality)(self.encoders[modality], inputs, self.cache)
+            return self.descriptor(FEATURE_EXTRACTORS.get(modality)(encoder, inputs, self.cache, progress=progress))
+        features = FEATURE_EXTRACTORS.get(modality)(self.encoders[modality], inputs, self.cache, progress=progress)
         return features if self.joint is None else self.joint.embed(modality, features)
 
     def search(self, modality: str, inputs: Sequence[Any], k: int = 10, rerank: Any = None) -> SearchResult:
