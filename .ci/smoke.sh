@@ -17,8 +17,8 @@ fgmm --version
 fgmm --help >/dev/null
 
 say "shipped package data: knowledge files and example configs"
-python -c "from fgmm.resources import knowledge_file, example_config; print(knowledge_file('shapes.ttl')); \
-print(example_config('cub_head'))"
+python -c "from fgmm.resources import knowledge_file, example_config, example_configs as names; \
+print(knowledge_file('shapes.ttl')); assert names(); print([example_config(n).name for n in names()])"
 
 say "author and validate a knowledge graph (SHACL shapes shipped in the wheel)"
 fgmm kg new birds.ttl --title "smoke birds"

@@ -49,12 +49,12 @@ def test_knowledge_files_come_from_the_package():
 def test_example_configs_are_shipped_and_valid():
     from fgmm.experiment import ExperimentConfig
 
-    assert {"cub_head", "cub_finetune"} <= set(example_configs())
+    assert {"cub_image", "cub_finetune"} <= set(example_configs())
     for name in example_configs():
         ExperimentConfig.from_file(example_config(name))
-    assert example_config("cub_head.yaml") == example_config("cub_head")
-    with pytest.raises(ConfigError, match="choose one of: .*cub_head"):
-        example_config("cub_heads")
+    assert example_config("cub_image.yaml") == example_config("cub_image")
+    with pytest.raises(ConfigError, match="choose one of: .*cub_image"):
+        example_config("cub_imagez")
 
 
 # -- metadata ------------------------------------------------------------------------------------------
@@ -167,9 +167,12 @@ def test_wheel_and_sdist_ship_the_data_without_warnings(tmp_path):
     names = set(wheel.namelist())
     for name in SHIPPED_KNOWLEDGE:
         assert f"fgmm/knowledge/{name}" in names
-    assert {"fgmm/configs/cub_head.yaml", "fgmm/py.typed", "fgmm/resources.py"} <= names
+    assert {"fgmm/configs/cub_image.yaml", "fgmm/py.typed", "fgmm/resources.py"} <= names
     assert f"fgmm-{fgmm.__version__}.dist-info/licenses/LICENSE" in names
     assert not any(n.startswith(("knowledge/", "examples/", "tests/")) for n in names)  # no top-level strays
+    data_files = {str(f.relative_to(project)) for f in (project / "fgmm").rglob("*")
+                  if f.is_file() and f.suffix not in (".py", ".pyc") and "__pycache__" not in f.parts}
+    assert data_files <= names, f"data files missing from the wheel (add to package-data): {data_files - names}"
     metadata = wheel.read(f"fgmm-{fgmm.__version__}.dist-info/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata and "Project-URL: Source" in metadata
     assert "torchmetrics" not in metadata
@@ -178,4 +181,4 @@ def test_wheel_and_sdist_ship_the_data_without_warnings(tmp_path):
 
     with tarfile.open(next(out.glob("*.tar.gz"))) as sdist:
         members = {m.split("/", 1)[1] for m in sdist.getnames() if "/" in m}
-    assert {"LICENSE", "setup.py", "knowledge/shapes.ttl", "examples/configs/cub_head.yaml"} <= members
+    assert {"LICENSE", "setup.py", "knowledge/shapes.ttl", "examples/configs/cub_image.yaml"} <= members
