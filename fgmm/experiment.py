@@ -1,17 +1,17 @@
-"""Config-driven training and evaluation of an image classifier (``fgmm train`` / ``fgmm evaluate``).
+"""Config-driven training and evaluation of the one model (``fgmm train`` / ``fgmm evaluate``).
 
-An :class:`ExperimentConfig` (YAML/JSON, see ``examples/configs/``) names the data, the vision
-encoder, the head and the :class:`~fgmm.train.TrainConfig`. With ``model.finetune: false`` (the CPU
-path) images are encoded once through the feature cache and a head trains on cached features in
-seconds; with ``finetune: true`` (the GPU path) the backbone trains end to end on augmented images.
-Both write a run folder::
+An :class:`ExperimentConfig` (YAML/JSON, see ``examples/configs/``) names the data, the model (a preset
+of :func:`fgmm.list_models` — image, +text, +knowledge graph, ... — with overrides) and the
+:class:`~fgmm.train.TrainConfig`. On the CPU path the frozen encoders' features come from the feature
+cache and only the model's projections, fusion and class embeddings train; with ``model.finetune: true``
+(the GPU path) the image encoder trains end to end on augmented images. Both write a run folder::
 
     run/
       .fgmm.json        ownership marker (fgmm.ownership): this is an fgmm run folder
       experiment.yaml   the config
-      model.json        classes, encoder, head and a fingerprint of the data: what evaluate needs to
-                        rebuild the model, and what a resume must match
-      best.ckpt / last.ckpt, metrics.jsonl   from the Trainer
+      model.json        classes, model config and a fingerprint of the data: what a resume must match
+      best.ckpt / last.ckpt, metrics.jsonl   from the Trainer (models with learned parts)
+      model/            the trained model (FGModel.save_pretrained): read by evaluate, predict, index build
       eval.json, per_class.png, confusion.png, training.png   from evaluate
 
 What may happen to an existing run folder (``resume``, ``fresh``, ``force``) is decided by
@@ -25,29 +25,29 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
 from fgmm.cache import FeatureCache
 from fgmm.data import load_dataset
 from fgmm.data.sample import MultiModalDataset
 from fgmm.data.splits import holdout_split
-from fgmm.data.torch_dataset import FeatureDataset, ImageDataset
-from fgmm.encoders import create_encoder
 from fgmm.errors import ConfigError, DataError
-from fgmm.models.classifier import ImageClassifier
-from fgmm.models.heads import create_head
 from fgmm.pipeline import default_cache_dir
 from fgmm.report import plot_confusion, plot_per_class_accuracy, plot_training_curve, write_json_atomic
-from fgmm.train import TrainConfig, Trainer, load_checkpoint, load_config, save_config, seed_everything
-from fgmm.train.config import check_range, config_from_dict, read_config_data
-from fgmm.train.run_folder import check_same_setup, ensure_run_folder, open_run, plan_run
+from fgmm.space import FGModel, create_model, model_config
+from fgmm.space.fitting import fit_samples
+from fgmm.space.pretrained import is_model_folder
+from fgmm.train import TrainConfig, load_config, save_config, seed_everything
+from fgmm.train.config import check_range, config_from_dict, config_to_dict, read_config_data
+from fgmm.train.run_folder import RUN_FILES, check_same_setup, ensure_run_folder, open_run, plan_run
+from fgmm.zeroshot import mean_class_accuracy
 
 MIN_IMAGE_SIZE = 16
+MODEL_FOLDER = "model"
 
 
 @dataclass
@@ -55,7 +55,9 @@ class DataConfig:
     """Where the data is. ``root`` in any registered format (CUB layout, fgmm folder format).
 
     ``holdout`` (the test fraction when the data has no test split) must be in (0, 1) and
-    ``val_fraction`` (validation taken from the training part) in [0, 1).
+    ``val_fraction`` (validation taken from the training part) in [0, 1). ``kg``: a knowledge-graph file
+    (Turtle, N-Triples, JSON-LD) for models whose class embeddings come from a graph; default: the
+    dataset's own graph (CUB: attributes + taxonomy) or its class x attribute matrix.
     """
 
     root: Path = Path("data")
@@ -64,6 +66,7 @@ class DataConfig:
     val_fraction: float = 0.1
     seed: int = 0
     skip_bad: bool = False
+    kg: Path | None = None
 
     def __post_init__(self) -> None:
         check_range(self, non_negative=("seed",), unit=("holdout",), fraction=("val_fraction",))
@@ -71,19 +74,46 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The classifier: a vision encoder (any timm name) and a head from :data:`fgmm.models.HEADS`."""
+    """The model: a preset of :func:`fgmm.list_models` plus ``config`` overrides (any key of
+    :class:`fgmm.space.FGModelConfig`, merged), and shortcuts for the usual changes.
 
-    vision: str = "efficientnet_lite2"
+    Attributes:
+        preset: ``"image"``, ``"image-kg"``, ``"image-text"``, ``"image-text-kg"``, ...
+        config: merged into the preset, e.g. ``{"dim": 512, "modalities": {"text": {"max_items": 5}}}``.
+        vision: the image encoder (any timm name; default: the preset's, EfficientNet-Lite2).
+        image_size: the image encoder's input size (default: the weights').
+        pretrained: start the image encoder from pretrained weights (``false``: random, seeded).
+        finetune: train the image encoder end to end (GPU path; its projection becomes a learned ``mlp``).
+    """
+
+    preset: str = "image"
+    config: dict[str, Any] = field(default_factory=dict)
+    vision: str | None = None
     image_size: int | None = None
     pretrained: bool = True
-    head: str = "linear"
-    dropout: float = 0.2
     finetune: bool = False
 
     def __post_init__(self) -> None:
         if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
             raise ConfigError(f"key 'image_size' must be at least {MIN_IMAGE_SIZE} pixels, got {self.image_size}")
-        check_range(self, fraction=("dropout",))
+
+    def overrides(self) -> dict[str, Any]:
+        """``config`` with the shortcuts applied (what :func:`fgmm.create_model` merges into the preset)."""
+        image: dict[str, Any] = {}
+        if self.vision is not None:
+            image["encoder"] = self.vision
+        options = {"image_size": self.image_size} if self.image_size is not None else {}
+        if not self.pretrained:
+            options["pretrained"] = False
+        if options:
+            image["encoder_options"] = options
+        if self.finetune:
+            image.update(trainable=True, projection="mlp")
+        patch = json.loads(json.dumps(self.config))  # a deep copy of plain data
+        if image:
+            modalities = patch.setdefault("modalities", {})
+            modalities["image"] = {**modalities.get("image", {}), **image}
+        return patch
 
 
 @dataclass
@@ -94,6 +124,9 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        model_config(self.model.preset, **self.model.overrides())  # an unknown preset or key fails here
 
     @classmethod
     def from_file(cls, path: str | Path) -> ExperimentConfig:
@@ -133,25 +166,6 @@ def _load(data: DataConfig) -> MultiModalDataset:
     return load_dataset(data.root, data.format, **kwargs)
 
 
-def _build_model(spec: dict[str, Any], encoder=None) -> ImageClassifier:
-    head = create_head(spec["head"], in_dim=spec["dim"], num_classes=len(spec["classes"]))
-    return ImageClassifier(head, spec["dim"], encoder=encoder, dropout=spec["dropout"])
-
-
-class _ImagesWithLabels(Dataset):
-    """Dict items ``{"image", "label"}`` for the trainer (drops ``index``)."""
-
-    def __init__(self, dataset: MultiModalDataset, transform):
-        self.images = ImageDataset(dataset, transform)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.images[i]
-        return {"image": item["image"], "label": item["label"]}
-
-
 def _with_validation(dataset: MultiModalDataset, fraction: float, seed: int) -> list[str]:
     """The split with a seeded ``fraction`` of each class's train samples relabelled ``"val"``."""
     train = [i for i, s in enumerate(dataset.split) if s == "train"]
@@ -161,33 +175,6 @@ def _with_validation(dataset: MultiModalDataset, fraction: float, seed: int) -> 
         for i, part in zip(train, inner, strict=True):
             split[i] = "val" if part == "test" else "train"
     return split
-
-
-def _datasets(cfg: ExperimentConfig, dataset: MultiModalDataset, cache: FeatureCache,
-              encoder, parts: tuple[str, ...]) -> tuple[list[Dataset], MultiModalDataset]:
-    """Trainer datasets for each split name in ``parts`` (features or images), and ``dataset``
-    without the samples whose image could not be read (``skip_bad``)."""
-    if cfg.model.finetune:
-        transforms = {"train": encoder.transform(train=True)}
-        views = [_ImagesWithLabels(dataset.subset([i for i, s in enumerate(dataset.split) if s == part]),
-                                   transforms.get(part, encoder.transform())) for part in parts]
-        return views, dataset
-    missing = [s.id for s in dataset if s.image is None]
-    if missing:
-        raise DataError(cfg.data.root, f"{len(missing)} samples have no image (first: '{missing[0]}')")
-    encoded = cache.encode_images(encoder, [s.image for s in dataset], skip_bad=cfg.data.skip_bad,
-                                  progress=cfg.train.progress)
-    features = encoded.features
-    if encoded.skipped:
-        dataset = dataset.subset(encoded.kept)
-    labels = torch.as_tensor(dataset.labels)
-    views = []
-    for part in parts:
-        rows = torch.as_tensor([i for i, s in enumerate(dataset.split) if s == part], dtype=torch.long)
-        if len(rows) == 0:
-            raise DataError(cfg.data.root, f"the '{part}' split is empty")
-        views.append(FeatureDataset({"features": features[rows]}, labels[rows]))
-    return views, dataset
 
 
 def data_fingerprint(dataset: MultiModalDataset) -> str:
@@ -205,9 +192,38 @@ def data_fingerprint(dataset: MultiModalDataset) -> str:
     return hashlib.sha256(json.dumps([dataset.class_names, rows]).encode()).hexdigest()[:16]
 
 
+def _knowledge(cfg: ExperimentConfig, dataset: MultiModalDataset, needs_graph: bool) -> Any:
+    """The knowledge graph for the model's class embeddings (``None`` when its source needs none)."""
+    if not needs_graph:
+        return None
+    from fgmm.kg import KnowledgeGraph, dataset_kg
+
+    if cfg.data.kg is not None:
+        return KnowledgeGraph.load(cfg.data.kg)
+    kg = dataset_kg(dataset)
+    if kg is None and dataset.class_attributes is None:
+        raise DataError(cfg.data.root, "the model's class embeddings come from a knowledge graph, and this dataset "
+                                       "ships none: set data.kg to a Turtle/N-Triples/JSON-LD file")
+    return kg if kg is not None else dataset.class_attributes
+
+
+def build_model(cfg: ExperimentConfig, dataset: MultiModalDataset) -> FGModel:
+    """The untrained model ``cfg`` describes, for ``dataset``'s classes, seeded by ``cfg.train.seed``."""
+    from fgmm.space.class_sources import CLASS_SOURCES
+
+    overrides = cfg.model.overrides()
+    config = model_config(cfg.model.preset, **overrides)
+    needs_graph = getattr(CLASS_SOURCES.get(config.class_embeddings.source), "needs_graph", False)
+    kg = _knowledge(cfg, dataset, needs_graph)
+    seed_everything(cfg.train.seed)
+    return create_model(cfg.model.preset, classes=dataset.class_names, kg=kg,
+                        class_order=dataset.meta.get("class_folders"), seed=cfg.train.seed, **overrides)
+
+
 def train_experiment(cfg: ExperimentConfig, *, resume: bool = False, fresh: bool = False,
                      force: bool = False) -> dict[str, Any]:
-    """Train as ``cfg`` says; returns ``{"run_dir", "best_val_top1", "history", "stop_reason", "steps", "action"}``.
+    """Train as ``cfg`` says; returns ``{"run_dir", "model_dir", "best_val_top1", "history", "stop_reason",
+    "steps", "action"}``.
 
     A seeded ``data.val_fraction`` of each class's train samples validates (best checkpoint, early
     stopping); the test split is left for :func:`evaluate_run`.
@@ -223,78 +239,73 @@ def train_experiment(cfg: ExperimentConfig, *, resume: bool = False, fresh: bool
             :mod:`fgmm.train.run_folder`).
     """
     has_val = cfg.data.val_fraction > 0
-    plan = plan_run(cfg.train.out_dir, cfg.train, resume=resume, fresh=fresh, force=force, has_val=has_val)
+    plan = plan_run(cfg.train.out_dir, cfg.train, resume=resume, fresh=fresh, force=force, has_val=has_val,
+                    files=(*RUN_FILES, MODEL_FOLDER))
     dataset = _load(cfg.data)
     if not dataset.split or "test" not in dataset.split:
         raise DataError(cfg.data.root, "the dataset has no test samples to validate on")
-    cache = FeatureCache(cfg.cache_dir or default_cache_dir())
-    seed_everything(cfg.train.seed)  # an encoder without pretrained weights starts from the seed too
-    encoder = create_encoder("vision", cfg.model.vision, image_size=cfg.model.image_size,
-                             pretrained=cfg.model.pretrained, frozen=not cfg.model.finetune)
     dataset = replace(dataset, split=_with_validation(dataset, cfg.data.val_fraction, cfg.data.seed))
-    spec = {"classes": dataset.class_names, "vision": cfg.model.vision, "image_size": cfg.model.image_size,
-            "head": cfg.model.head, "dim": encoder.dim, "dropout": cfg.model.dropout,
-            "finetune": cfg.model.finetune, "encoder_fingerprint": encoder.fingerprint(),
+    model = build_model(cfg, dataset)
+    spec = {"classes": dataset.class_names, "model": config_to_dict(model.config),
             "data_fingerprint": data_fingerprint(dataset)}
     stored = plan.folder / "model.json"
     check_same_setup(plan, json.loads(stored.read_text()) if stored.is_file() else None, spec)
-    parts = ("train", "val") if has_val else ("train",)
-    views, _ = _datasets(cfg, dataset, cache, encoder, parts)
-    train_data, val_data = views[0], (views[1] if len(views) > 1 else None)
-    seed_everything(cfg.train.seed)  # again: encoding (or not, on a cache hit) must not change the head's init
-    model = _build_model(spec, encoder if cfg.model.finetune else None)
-    if not cfg.model.finetune:
-        model.norm.fit(train_data.features["features"])
+    cache = FeatureCache(cfg.cache_dir or default_cache_dir())
+    parts = {part: dataset.part(part) for part in ("train", "val") if part in dataset.split}
+    training = model.sample_features(parts["train"].samples, cache, train=True, progress=cfg.train.progress,
+                                     skip_bad=cfg.data.skip_bad)
+    validation = (model.sample_features(parts["val"].samples, cache, skip_bad=cfg.data.skip_bad)
+                  if has_val and "val" in parts else None)
     with open_run(plan) as run_dir:
         save_config(cfg, run_dir / "experiment.yaml")
         write_json_atomic(run_dir / "model.json", spec)
-        trainer = Trainer(model, cfg.train, train_data, val_data=val_data)
-    result = trainer.fit(resume=plan.action == "resume")
-    return {"run_dir": str(run_dir), "best_val_top1": result.best_metric, "history": result.history,
-            "stop_reason": result.stop_reason, "steps": result.steps, "action": plan.action}
+    result = fit_samples(model, training, train=cfg.train, val=validation, seed=cfg.train.seed,
+                         resume=plan.action == "resume")
+    model_dir = model.save_pretrained(run_dir / MODEL_FOLDER, overwrite=True)
+    return {"run_dir": str(run_dir), "model_dir": str(model_dir), "best_val_top1": result.best_metric,
+            "history": result.history, "stop_reason": result.stop_reason, "steps": result.steps,
+            "action": plan.action}
 
 
-CHECKPOINTS = ("best", "last")
+def _model_dir(run_dir: Path) -> Path:
+    if is_model_folder(run_dir / MODEL_FOLDER):
+        return run_dir / MODEL_FOLDER
+    raise DataError(run_dir / MODEL_FOLDER, "no trained model here: is this a run folder written by `fgmm train` "
+                                            "that finished?")
 
 
-def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None,
-                 checkpoint: str = "best") -> dict[str, Any]:
-    """Evaluate a run folder on the test split of its data (or of ``data_root``); writes eval.json + plots."""
+def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate a run folder's model on the test split of its data (or of ``data_root``); writes eval.json + plots.
+
+    Metrics: ``top1`` (overall) and ``mean_class_top1`` (mean per class) over the test samples, and
+    ``top1_unseen`` for test samples of classes the model had no training sample of (named through its
+    knowledge graph) when there are some.
+    """
     run_dir = Path(run_dir)
-    if checkpoint not in CHECKPOINTS:
-        raise ConfigError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got '{checkpoint}'")
-    for needed in ("experiment.yaml", "model.json"):
-        if not (run_dir / needed).is_file():
-            raise DataError(run_dir / needed, "not found: is this a run folder written by `fgmm train`?")
+    if not (run_dir / "experiment.yaml").is_file():
+        raise DataError(run_dir / "experiment.yaml", "not found: is this a run folder written by `fgmm train`?")
     ensure_run_folder(run_dir)  # evaluate writes eval.json and plots there
     cfg = ExperimentConfig.from_file(run_dir / "experiment.yaml")
-    spec = json.loads((run_dir / "model.json").read_text())
+    model = FGModel.from_pretrained(_model_dir(run_dir))
     if data_root is not None:
         cfg.data.root = Path(data_root)
     dataset = _load(cfg.data)
-    if dataset.class_names != spec["classes"]:
-        raise ConfigError(f"{cfg.data.root}: its classes differ from the {len(spec['classes'])} classes "
-                          f"the run in {run_dir} was trained on")
-    ckpt = run_dir / f"{checkpoint}.ckpt"
-    if checkpoint == "best" and not ckpt.is_file():  # trained without validation data: no best epoch
-        ckpt = run_dir / "last.ckpt"
-    state = load_checkpoint(ckpt)
-    encoder = create_encoder("vision", spec["vision"], image_size=spec["image_size"],
-                             pretrained=cfg.model.pretrained, frozen=True)
-    model = _build_model(spec, encoder if spec["finetune"] else None)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        raise DataError(ckpt, f"checkpoint does not fit the model described by {run_dir / 'model.json'} "
-                              f"({str(exc).strip().splitlines()[0]})") from None
+    if dataset.class_names != model.class_names:
+        raise ConfigError(f"{cfg.data.root}: its classes differ from the {model.num_classes} classes "
+                          f"the model in {run_dir} was trained on")
+    test = dataset.part("test")
     cache = FeatureCache(cfg.cache_dir or default_cache_dir())
-    (test_data,), dataset = _datasets(cfg, dataset, cache, encoder, ("test",))
-    test_part = dataset.part("test")
-    eval_cfg = TrainConfig(**{**asdict(cfg.train), "out_dir": run_dir / "eval", "progress": False})
-    logits = Trainer(model, eval_cfg, test_data).predict(test_data)
-    y_true, y_pred = test_part.labels, logits.argmax(1).cpu().numpy()
-    metrics = {"top1": float((y_true == y_pred).mean()), "n_test": int(len(y_true)),
-               "checkpoint": str(ckpt), "data": str(cfg.data.root)}
+    tables = model.featurize(test.samples, cache, skip_bad=cfg.data.skip_bad, progress=cfg.train.progress)
+    skipped = {i for table in tables.values() for i, _ in table.skipped}
+    keep = [i for i in range(len(test)) if i not in skipped]
+    logits = model.logits({m: t.pooled() for m, t in tables.items()}, {m: t.present for m, t in tables.items()})
+    y_true, y_pred = test.labels[keep], logits.argmax(1).numpy()[keep]
+    metrics: dict[str, Any] = {"top1": float((y_true == y_pred).mean()), "n_test": int(len(y_true)),
+                               "mean_class_top1": mean_class_accuracy(torch.as_tensor(y_pred), torch.as_tensor(y_true)),
+                               "model": str(_model_dir(run_dir)), "data": str(cfg.data.root)}
+    unseen = ~model.trained_classes().numpy()[y_true]
+    if unseen.any():
+        metrics["top1_unseen"] = float((y_true[unseen] == y_pred[unseen]).mean())
     plot_per_class_accuracy(y_true, y_pred, dataset.class_names, run_dir / "per_class.png")
     plot_confusion(y_true, y_pred, dataset.class_names, run_dir / "confusion.png")
     history_file = run_dir / "metrics.jsonl"
@@ -305,3 +316,7 @@ def evaluate_run(run_dir: str | Path, data_root: str | Path | None = None,
             plot_training_curve(epochs, run_dir / "training.png")
     write_json_atomic(run_dir / "eval.json", metrics)
     return metrics
+
+
+__all__ = ["DataConfig", "ExperimentConfig", "ModelConfig", "build_model", "data_fingerprint", "evaluate_run",
+           "train_experiment"]

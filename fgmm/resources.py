@@ -6,13 +6,13 @@ or an sdist install:
 
 * ``knowledge/`` → ``fgmm.knowledge``: the vocabulary ``fgmm.ttl``, the SHACL ``shapes.ttl``,
   ``cub_taxonomy.ttl``, ``procedural.ttl`` and the modelling notes ``README.md``;
-* ``examples/configs/`` → ``fgmm.configs``: example experiment configs (``cub_head.yaml``, ...).
+* ``examples/configs/`` → ``fgmm.configs``: example experiment configs (``cub_image.yaml``, ...).
 
 Example::
 
     from fgmm.resources import example_config, knowledge_file
     shapes = knowledge_file("shapes.ttl")           # a real file path (pyshacl and rdflib read paths)
-    print(example_config("cub_head").read_text())   # copy it, edit it, `fgmm train -c my.yaml`
+    print(example_config("cub_image").read_text())   # copy it, edit it, `fgmm train -c my.yaml`
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def example_configs() -> list[str]:
 
 
 def example_config(name: str) -> Path:
-    """Path of a shipped example config, by name (``"cub_head"``) or file name (``"cub_head.yaml"``).
+    """Path of a shipped example config, by name (``"cub_image"``) or file name (``"cub_image.yaml"``).
 
     Raises:
         ConfigError: no such example (the message lists the shipped ones).

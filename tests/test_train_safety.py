@@ -1,6 +1,6 @@
 """`fgmm train` / `fgmm evaluate` and the Trainer never lose a run or a user's file, and are reproducible.
 
-Issue 8 items 2-6 and 9 (config values, evaluate --checkpoint); the CLI runs share one feature cache.
+Issue 8 items 2-6 and 9 (config values); the CLI runs share one feature cache.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def setup(tiny_procedural, tmp_path_factory):
     folder = tmp_path_factory.mktemp("train-safety")
     config = folder / "exp.yaml"
     config.write_text("model:\n  image_size: 32\n  vision: test_efficientnet\n  pretrained: false\n"
+                      "  config: {dim: 16, modalities: {image: {projection: mlp}}, class_embeddings: {source: free}}\n"
                       f"cache_dir: {folder / 'cache'}\n"
                       "train:\n  batch_size: 8\n  epochs: 2\n  progress: false\n")
     return config, tiny_procedural.root
@@ -46,7 +47,7 @@ def ok(result):
 
 
 def refused(result, *phrases: str):
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 3, result.output
     assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
     text = " ".join(result.output.split())
     for phrase in phrases:
@@ -88,7 +89,7 @@ def test_existing_run_needs_resume_or_fresh_and_a_finished_run_is_never_resumed(
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs if e.get("event") == "epoch"] == [0, 1, 2]
     ok(runner.invoke(app, ["evaluate", str(run)]))
-    refused(runner.invoke(app, ["evaluate", str(run), "--checkpoint", "bogus"]), "checkpoint must be one of")
+    assert (run / "model" / "config.json").is_file() and (run / "eval.json").is_file()
 
 
 def test_unfinished_run_needs_resume(setup, tmp_path):
@@ -116,7 +117,7 @@ def test_fresh_validates_everything_before_deleting_and_rolls_back(setup, tmp_pa
     def broken(*args, **kwargs):
         raise ConfigError("simulated failure while setting the new run up")
 
-    monkeypatch.setattr(fgmm.experiment, "Trainer", broken)
+    monkeypatch.setattr(fgmm.experiment, "write_json_atomic", broken)
     refused(train(setup, run, "--fresh", "--epochs", "1"), "simulated failure")
     assert files(run) == before and not (run / PREVIOUS).exists()
     monkeypatch.undo()
@@ -155,7 +156,8 @@ def test_user_folder_is_refused_and_force_never_overwrites(setup, tmp_path):
     ([], "train:\n  lr: .nan\n", "key 'lr' must be a finite number"),
     ([], "train:\n  batch_size: 0\n", "key 'batch_size' must be >= 1"),
     ([], "model:\n  image_size: 0\n", "key 'image_size' must be at least 16"),
-    ([], "model:\n  dropout: 1.0\n", "key 'dropout' must be in [0, 1)"),
+    ([], "model:\n  preset: imag\n", "unknown model 'imag'; choose one of: image"),
+    ([], "model:\n  config: {fusoin: mean}\n", "did you mean 'fusion'"),
     ([], "- a list\n", "top level must be a mapping"),
 ])
 def test_config_files_and_options_are_validated_together(tmp_path, options, yaml, message):

@@ -8,9 +8,11 @@ import typer
 
 from fgmm import __version__
 from fgmm.cli._common import console, friendly_errors
+from fgmm.cli.audit import AUDIT_EXAMPLES, audit
 from fgmm.cli.cache import cache_app
 from fgmm.cli.data import data_app
 from fgmm.cli.kg import kg_app
+from fgmm.cli.predict import PREDICT_EXAMPLES, predict
 from fgmm.cli.retrieve import RETRIEVE_EXAMPLES, index_app, retrieve
 
 app = typer.Typer(
@@ -19,10 +21,12 @@ app = typer.Typer(
     no_args_is_help=True, pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+data_app.command("audit", epilog=AUDIT_EXAMPLES)(audit)
 app.add_typer(cache_app, name="cache")
 app.add_typer(kg_app, name="kg")
 app.add_typer(index_app, name="index")
 app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
+app.command("predict", epilog=PREDICT_EXAMPLES)(predict)
 
 
 def _version(value: bool) -> None:
@@ -81,18 +85,24 @@ def demo(
     console.print(f"total {results['seconds']['total']:.1f} s; report: {out / 'report.md'}")
 
 
-TRAIN_OVERRIDES = {"data": "data.root", "vision": "model.vision", "epochs": "train.epochs", "lr": "train.lr",
-                   "finetune": "model.finetune", "out": "train.out_dir", "skip_bad": "data.skip_bad"}
+TRAIN_OVERRIDES = {"data": "data.root", "model": "model.preset", "vision": "model.vision", "kg": "data.kg",
+                   "epochs": "train.epochs", "lr": "train.lr", "finetune": "model.finetune", "out": "train.out_dir",
+                   "skip_bad": "data.skip_bad"}
 
 
-@app.command(epilog="Examples:\n\n  fgmm train --config examples/configs/cub_head.yaml\n\n"
-                    "  fgmm train --data data/cub200 --epochs 30 --out runs/cub\n\n"
-                    "  fgmm train --config examples/configs/cub_head.yaml --out runs/cub --resume")
+@app.command(epilog="Examples:\n\n  fgmm train --config examples/configs/cub_image_kg.yaml\n\n"
+                    "  fgmm train --data data/cub200 --model image-text --epochs 30 --out runs/cub\n\n"
+                    "  fgmm train --config examples/configs/cub_image_text.yaml --out runs/cub --resume\n\n"
+                    "Models: fgmm list models")
 @friendly_errors
 def train(
     config: Path | None = typer.Option(None, "--config", "-c", help="experiment YAML/JSON (see examples/configs)"),
     data: Path | None = typer.Option(None, help="dataset root (overrides the config)"),
+    model: str | None = typer.Option(None, help="model preset: image, image-kg, image-text, image-text-kg, ... "
+                                                "(overrides the config; `fgmm list models`)"),
     vision: str | None = typer.Option(None, help="vision encoder, any timm name (overrides the config)"),
+    kg: Path | None = typer.Option(None, help="knowledge-graph file for graph-based class embeddings "
+                                              "(default: the dataset's own)"),
     epochs: int | None = typer.Option(None, help="epochs (overrides the config)"),
     lr: float | None = typer.Option(None, help="learning rate (overrides the config)"),
     finetune: bool | None = typer.Option(None, "--finetune/--frozen",
@@ -106,7 +116,7 @@ def train(
     force: bool = typer.Option(False, "--force", help="write into a non-empty folder that is not an fgmm run "
                                                       "(its files are never overwritten or deleted)"),
 ) -> None:
-    """Train an image classifier into a run folder.
+    """Train a model (image, + text, + knowledge graph, ...) into a run folder; the model lands in RUN/model.
 
     A new or empty run folder starts a new run. A folder holding an fgmm run needs --resume (continue it,
     when unfinished and with the same settings and data) or --fresh (start over); a finished run is never
@@ -114,15 +124,16 @@ def train(
     """
     from fgmm.experiment import ExperimentConfig, train_experiment
 
-    values = {"data": data, "vision": vision, "epochs": epochs, "lr": lr, "finetune": finetune, "out": out,
-              "skip_bad": skip_bad}
+    values = {"data": data, "model": model, "vision": vision, "kg": kg, "epochs": epochs, "lr": lr,
+              "finetune": finetune, "out": out, "skip_bad": skip_bad}
     cfg = ExperimentConfig.from_sources(config, {TRAIN_OVERRIDES[k]: v for k, v in values.items()},
                                         names={v: f"--{k.replace('_', '-')}" for k, v in TRAIN_OVERRIDES.items()})
     result = train_experiment(cfg, resume=resume, fresh=fresh, force=force)
     best = result["best_val_top1"]
     summary = f"trained {result['steps']} steps ({result['stop_reason']})"
     console.print(summary + (f"; best validation top-1 {100 * best:.1f}%" if best is not None else ""))
-    console.print(f"run folder: {result['run_dir']}  (evaluate: fgmm evaluate {result['run_dir']})")
+    console.print(f"run folder: {result['run_dir']}  (evaluate: fgmm evaluate {result['run_dir']}; "
+                  f"predict: fgmm predict {result['run_dir']} IMAGE)")
 
 
 @app.command(epilog="Example: fgmm evaluate runs/cub --data data/cub200")
@@ -130,14 +141,13 @@ def train(
 def evaluate(
     run: Path = typer.Argument(..., help="run folder written by `fgmm train`"),
     data: Path | None = typer.Option(None, help="dataset root (default: the one the run trained on)"),
-    checkpoint: str = typer.Option("best", help="'best' (the last one when the run had no validation) or 'last'"),
 ) -> None:
-    """Top-1 on the test split, per-class accuracy and confusion plots, eval.json in the run folder."""
+    """Top-1 (overall and mean per class) on the test split, per-class and confusion plots, eval.json in the run."""
     from fgmm.experiment import evaluate_run
 
-    metrics = evaluate_run(run, data, checkpoint)
-    console.print(f"test top-1 {100 * metrics['top1']:.2f}% on {metrics['n_test']} images "
-                  f"({metrics['checkpoint']}); plots and eval.json in {run}")
+    metrics = evaluate_run(run, data)
+    console.print(f"test top-1 {100 * metrics['top1']:.2f}% (mean per class {100 * metrics['mean_class_top1']:.2f}%) "
+                  f"on {metrics['n_test']} samples; plots and eval.json in {run}")
 
 
 if __name__ == "__main__":

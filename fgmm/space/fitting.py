@@ -56,6 +56,7 @@ class FitResult:
         steps: optimizer steps (0 for a closed-form model).
         history: the Trainer's per-epoch history.
         stop_reason: why training stopped (``None`` when it did not train).
+        best_metric: the best validation value of the Trainer's monitor (``None`` without validation).
         scale: the final cosine scale :math:`s`.
         gamma: the calibrated-stacking offset :math:`\\gamma`.
         seconds: wall time.
@@ -65,6 +66,7 @@ class FitResult:
     steps: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str | None = None
+    best_metric: float | None = None
     scale: float = 0.0
     gamma: float = 0.0
     seconds: float = 0.0
@@ -184,6 +186,7 @@ def fit_samples(model, data: SampleFeatures, *, train: TrainConfig | None = None
     if model._learned_parts():
         trained = _train(model, data.subset(range(len(data)), train=True), val, train, resume)
         result.steps, result.history, result.stop_reason = trained.steps, trained.history, trained.stop_reason
+        result.best_metric = trained.best_metric
         z = fused_embeddings(model, data)
     model.class_source.fit(z.to(model.gamma.device), labels)
     if model.class_source.closed_form:

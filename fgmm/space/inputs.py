@@ -41,8 +41,14 @@ def describe_encoder(encoder: Encoder) -> dict[str, Any]:
 
 
 def build_encoder(modality: str, spec: ModalityConfig, frozen: bool = True) -> Encoder:
-    """The encoder a modality's config names (``spec.encoder`` of the modality's registry kind)."""
-    return create_encoder(encoder_kind(modality), spec.encoder, frozen=frozen, **spec.encoder_options)
+    """The encoder a modality's config names (``spec.encoder`` of the modality's registry kind).
+
+    Weights an encoder does not load (``pretrained: false``) start from a fixed seed, so the same config
+    always gives the same encoder (and fingerprint) in every process.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return create_encoder(encoder_kind(modality), spec.encoder, frozen=frozen, **spec.encoder_options)
 
 
 def model_encoder(model, modality: str) -> Encoder:
