@@ -291,3 +291,41 @@ def test_cli_image_to_image_with_views_whitening_and_reranking(bird_folders, tmp
                                      str(tmp_path / "x"), "--vision", "efficientnet_lite0", "--whiten-on",
                                      str(bird_folders / "gallery" / "red")])
     assert unlabelled.exit_code != 0 and "subfolder per class" in unlabelled.output
+
+
+# ---------------------------------------------------------------------------------------- the benchmark task
+def test_image_retrieval_task_keys_and_protocol(tiny_procedural, monkeypatch):
+    """The task trains on the first half of the classes and searches the second half only."""
+    from fgmm.tasks import TaskContext
+    from fgmm.tasks import image_retrieval as task
+
+    labels = torch.as_tensor(tiny_procedural.labels)
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(len(labels), 32, generator=generator).abs() + 3.0 * F.one_hot(labels.clamp(min=0), 32)
+    ctx = TaskContext(dataset=tiny_procedural, features={"image": features})
+    split = task.retrieval_split(labels)
+    assert set(labels[split.train].tolist()) == set(split.train_classes) == {0, 1, 2}
+    assert set(labels[split.evaluation].tolist()) == {3, 4, 5}
+    folds = task.validation_splits(labels)
+    assert [(f.train_classes, f.evaluation_classes) for f in folds] == [([0, 1], [2]), ([2], [0, 1])]
+    assert all(not set(f.evaluation) & set(split.evaluation) for f in folds)
+    monkeypatch.setattr(task, "RECIPE", task.Variant("whiten", "kreciprocal"))
+    metrics = task.image_retrieval_task(ctx)
+    for prefix in ("img_", "img_knn_"):
+        assert {f"{prefix}{k}" for k in ("R@1", "R@2", "R@4", "R@8", "mAP")} <= set(metrics)
+    assert metrics["img_knn_R@1"] > 0.5 and 0 < metrics["img_mAP"] <= 1
+
+
+def test_view_features_average_the_cached_parts():
+    from fgmm.tasks.image_retrieval import CACHED_POOLINGS, CACHED_VIEWS, ViewFeatures
+
+    plain = torch.randn(3, 4)
+    blocks = {(v, p): torch.randn(3, 4) for v in CACHED_VIEWS for p in CACHED_POOLINGS}
+    blocks[("identity", "avg")] = plain
+    multiview = torch.cat([blocks[(v, p)] for v in CACHED_VIEWS for p in CACHED_POOLINGS], dim=1)
+    features = ViewFeatures(plain, multiview)
+    assert torch.equal(features.get(["identity", "hflip"], "gem"),
+                       (blocks[("identity", "gem")] + blocks[("hflip", "gem")]) / 2)
+    assert torch.equal(features.single("hflip", "scda"), blocks[("hflip", "scda")])
+    with pytest.raises(DataError, match="multi-view"):
+        ViewFeatures(plain).get(["hflip"], "avg")

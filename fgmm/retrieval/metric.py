@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -168,7 +169,7 @@ def supervised_contrastive(num_classes: int, dim: int, temperature: float = 0.1)
 
 @dataclass
 class MetricHeadConfig:
-    """Architecture and loss of a :class:`MetricEmbeddingModel` (saved with its weights).
+    r"""Architecture and loss of a :class:`MetricEmbeddingModel` (saved with its weights).
 
     Attributes:
         in_dim: input feature dimension (the tower's output, or cached features).
@@ -178,6 +179,9 @@ class MetricHeadConfig:
         dropout: dropout of the head.
         loss: a name in :data:`METRIC_LOSSES`.
         loss_options: keyword arguments of the loss.
+        residual: learn a correction of the (normalised) input instead of a new space,
+            :math:`z = \mathrm{norm}(\hat f + \gamma\, \mathrm{Proj}(f))` with :math:`\gamma` initialised at 0,
+            so training starts from the input geometry (needs ``dim == in_dim``).
     """
 
     in_dim: int
@@ -187,15 +191,20 @@ class MetricHeadConfig:
     dropout: float = 0.0
     loss: str = "proxy_anchor"
     loss_options: dict[str, Any] = field(default_factory=dict)
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if min(self.in_dim, self.num_classes, self.dim) < 1 or self.hidden < 0:
             raise ConfigError("metric head: in_dim, num_classes and dim must be positive, hidden >= 0")
+        if self.residual and self.dim != self.in_dim:
+            raise ConfigError(f"metric head: a residual head keeps the input dimension ({self.in_dim}), "
+                              f"got dim={self.dim}")
         METRIC_LOSSES.get(self.loss)  # unknown names fail here, listing the choices
 
 
 class MetricEmbeddingModel(nn.Module):
-    r"""Unit-norm embeddings :math:`z = \mathrm{Proj}(T(x))` trained with a metric loss.
+    r"""Unit-norm embeddings :math:`z = \mathrm{Proj}(T(x))` (or a residual correction of :math:`T(x)`, see
+    :class:`MetricHeadConfig`) trained with a metric loss.
 
     :math:`T` is an optional tower (e.g. an unfrozen :class:`fgmm.encoders.TimmVisionEncoder` for
     end-to-end training on GPU); without one the batch carries cached features.
@@ -218,6 +227,7 @@ class MetricEmbeddingModel(nn.Module):
         self.key = key
         self.tower = tower
         self.head = ProjectionHead(config.in_dim, config.dim, config.hidden, config.dropout)
+        self.gate = nn.Parameter(torch.zeros(())) if config.residual else None
         self.loss = create_metric_loss(config.loss, config.num_classes, config.dim, **config.loss_options)
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -226,7 +236,9 @@ class MetricEmbeddingModel(nn.Module):
         if features.ndim != 2 or features.shape[1] != self.config.in_dim:
             raise DataError(None, f"features have shape {tuple(features.shape)}, the metric head expects "
                                   f"[B, {self.config.in_dim}]")
-        return self.head(features)
+        if self.gate is None:
+            return self.head(features)
+        return F.normalize(F.normalize(features, dim=-1) + self.gate * self.head(features), dim=-1)
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         if self.key not in batch:

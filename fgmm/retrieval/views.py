@@ -8,7 +8,9 @@ For an image :math:`x`, views :math:`t_v` (identity, horizontal flip) and poolin
     \pi_{\mathrm{gem}}(F) = \Big(\frac{1}{hw}\sum_{i,j} F_{:,ij}^{\,q}\Big)^{1/q}
 
 (GeM: Radenović et al., *Fine-tuning CNN image retrieval with no human annotation*, TPAMI 2018;
-:math:`q = 1` is average pooling, :math:`q \to \infty` max pooling). :class:`MultiViewEncoder`
+:math:`q = 1` is average pooling, :math:`q \to \infty` max pooling), or the average over SCDA's
+unsupervised object mask (``"scda"``: the positions whose summed activation exceeds the mean, Wei et al.
+2017), which needs no box or part annotation. :class:`MultiViewEncoder`
 returns either the mean over views of the concatenated poolings (``combine="mean"``, the descriptor
 a search uses) or every :math:`\mathbf{d}_{v,p}` side by side (``combine="concat"``, what the
 benchmark caches once so that variants are computed from the cache without encoding again).
@@ -64,7 +66,42 @@ def max_pool(feature_map: torch.Tensor, gem_p: float = 3.0) -> torch.Tensor:
     return feature_map.amax(dim=(2, 3))
 
 
+def object_mask(feature_map: torch.Tensor) -> torch.Tensor:
+    r"""SCDA's object mask (Wei et al., *Selective Convolutional Descriptor Aggregation for Fine-Grained
+    Image Retrieval*, IEEE TIP 2017): positions where the channel sum :math:`A = \sum_c F_c` exceeds its
+    mean, restricted to the 8-connected component holding the peak of :math:`A` (the paper keeps the
+    largest component; the peak's is found by batched dilation). Returns ``[B, 1, h, w]`` floats in {0, 1}."""
+    activation = feature_map.sum(dim=1, keepdim=True)
+    above = activation > activation.mean(dim=(2, 3), keepdim=True)
+    flat = activation.flatten(1)
+    component = torch.zeros_like(flat).scatter_(1, flat.argmax(dim=1, keepdim=True), 1.0).view_as(activation)
+    for _ in range(activation.shape[2] * activation.shape[3]):
+        grown = torch.nn.functional.max_pool2d(component, 3, stride=1, padding=1) * above
+        if torch.equal(grown, component):
+            break
+        component = grown
+    return component
+
+
+@POOLINGS.register("scda")
+def scda_pool(feature_map: torch.Tensor, gem_p: float = 3.0) -> torch.Tensor:
+    """Average of the feature map over SCDA's object mask (:func:`object_mask`): background left out."""
+    mask = object_mask(feature_map)
+    return (feature_map * mask).sum(dim=(2, 3)) / mask.sum(dim=(2, 3)).clamp(min=1.0)
+
+
 COMBINES = ("mean", "concat")
+
+
+def concat_part(features: torch.Tensor, views: Sequence[str], poolings: Sequence[str], view: str,
+                pooling: str) -> torch.Tensor:
+    """The ``[N, C]`` block of ``view`` and ``pooling`` in ``[N, V * P * C]`` features laid out view-major
+    (the ``combine="concat"`` output of a :class:`MultiViewEncoder` with these ``views`` and ``poolings``)."""
+    if view not in views or pooling not in poolings:
+        raise ConfigError(f"no {view}/{pooling} block in features of views {list(views)} and poolings {list(poolings)}")
+    width = features.shape[1] // (len(views) * len(poolings))
+    block = list(views).index(view) * len(poolings) + list(poolings).index(pooling)
+    return features[:, block * width:(block + 1) * width]
 
 
 class MultiViewEncoder(Encoder):
@@ -117,9 +154,7 @@ class MultiViewEncoder(Encoder):
         """The ``[N, C]`` block of ``view`` and ``pooling`` in ``combine="concat"`` features."""
         if self.combine != "concat":
             raise ConfigError("part() needs combine='concat' features")
-        block = self.views.index(view) * len(self.poolings) + self.poolings.index(pooling)
-        width = self.base.dim
-        return features[:, block * width:(block + 1) * width]
+        return concat_part(features, self.views, self.poolings, view, pooling)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` preprocessed images -> ``[B, dim]`` descriptors (see ``combine``)."""
