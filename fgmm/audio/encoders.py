@@ -17,6 +17,7 @@ resample to its rate, fixed windows with hop, energy-based selection) and maps a
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ AUDIO_MODELS: Registry[Encoder] = Registry("audio model")
 """``name -> factory(**kwargs) -> AudioEncoder``; the names accepted by ``create_encoder("audio", name)``."""
 
 DEFAULT_AUDIO_MODEL = "efficientnet_lite0"
-FEATURE_POOLS = ("avg", "avgmax")
+FEATURE_POOLS = ("avg", "avgmax", "bands")
 
 
 class AudioEncoder(Encoder):
@@ -103,8 +104,10 @@ class SpectrogramCNNEncoder(AudioEncoder):
     with :math:`\hat{L}` the normalised log-mel image of a window (:class:`~fgmm.audio.frontend.LogMel`,
     frequency on the height axis), repeated to the 3 input channels and normalised with the weights' own
     mean/std, :math:`f_\theta` the CNN trunk (feature map :math:`[C, F', T']`) and ``pool``: ``"avg"``
-    (global average) or ``"avgmax"`` (mean over frequency, then mean + max over time: a call in one part
-    of the window still dominates; BirdCLEF 2021 solutions).
+    (global average, :math:`d = C`), ``"avgmax"`` (mean over frequency, then mean + max over time: a call in
+    one part of the window still dominates; BirdCLEF 2021 solutions; :math:`d = C`) or ``"bands"`` (mean over
+    time only, the :math:`F'` frequency bands kept apart, :math:`d = C F'`: global pooling over frequency
+    makes the features blind to pitch, which tells many species apart).
 
     Args:
         name: an offline vision weight name (``efficientnet_lite0``, ``efficientnet_lite2``) or any timm model.
@@ -113,11 +116,12 @@ class SpectrogramCNNEncoder(AudioEncoder):
         sample_rate: rate of the windows (Hz).
         windows: window length/hop/selection; default 3 s windows, 1.5 s hop, the 16 loudest.
         n_mels, n_fft, hop_length, f_min, f_max, top_db: the log-mel front end.
-        pool: ``"avg"`` or ``"avgmax"``.
+        pool: ``"avg"``, ``"avgmax"`` or ``"bands"``.
         checkpoint_path: a local (fine-tuned) trunk checkpoint loaded instead of ImageNet weights.
 
     Shapes:
-        ``encode``: ``[B, T]`` waveforms at ``sample_rate`` -> ``[B, dim]`` (1280 for the Lite models).
+        ``encode``: ``[B, T]`` waveforms at ``sample_rate`` -> ``[B, dim]`` (1280 for the Lite models; with
+        ``pool="bands"`` 1280 x 4 at 128 mels).
 
     Example::
 
@@ -135,8 +139,9 @@ class SpectrogramCNNEncoder(AudioEncoder):
             raise ConfigError(f"audio CNN pool must be one of {FEATURE_POOLS}, got '{pool}'")
         model = create_timm_model(name, pretrained=pretrained, num_classes=0, checkpoint_path=checkpoint_path)
         weights = offline_weights(name)
-        super().__init__(name=weights.name if weights else name, dim=model.num_features, sample_rate=sample_rate,
-                         windows=windows, max_seconds=max_seconds, frozen=frozen)
+        bands = math.ceil(n_mels / model.feature_info[-1]["reduction"]) if pool == "bands" else 1
+        super().__init__(name=weights.name if weights else name, dim=model.num_features * bands,
+                         sample_rate=sample_rate, windows=windows, max_seconds=max_seconds, frozen=frozen)
         self.model = model
         self.frontend = LogMel(sample_rate, n_fft, hop_length, n_mels, f_min, f_max, top_db)
         self.pool = pool
@@ -158,6 +163,8 @@ class SpectrogramCNNEncoder(AudioEncoder):
         maps = self.model.forward_features(self.spectrogram(waves))  # [B, C, F', T']
         if self.pool == "avg":
             return maps.mean(dim=(2, 3))
+        if self.pool == "bands":
+            return maps.mean(dim=3).flatten(1)
         over_time = maps.mean(dim=2)
         return over_time.mean(dim=2) + over_time.amax(dim=2)
 
