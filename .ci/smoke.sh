@@ -35,7 +35,7 @@ fgmm kg import-cub cub200 --out cub.ttl
 fgmm kg validate cub.ttl
 
 say "train and evaluate on the procedural set"
-fgmm data generate proc --classes 4 --images 6 --unseen 0 --noise 0 --no-audio
+fgmm data generate --out proc --classes 4 --images 6 --unseen 0 --noise 0 --no-audio
 fgmm train --data proc --vision efficientnet_lite0 --epochs 3 --out run
 fgmm evaluate run
 test -f run/eval.json
@@ -48,6 +48,6 @@ test -f run/eval.json
 
 say "retrieval: index a folder of images, query it with an image"
 fgmm index build --images proc/images --vision efficientnet_lite0 --out photo-index
-fgmm retrieve --index photo-index --image proc/images/000-000.jpg -k 3 --json > hits.json
+fgmm retrieve photo-index --image proc/images/000-000.jpg -k 3 --json > hits.json
 python -c "import json; r = json.load(open('hits.json'))['results']; assert len(r) == 3 and r[0]['score'] > 0.99, r"
 say "smoke test passed"

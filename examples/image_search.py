@@ -10,7 +10,7 @@ indexes every image under ``--images`` (default: the generated birds), queries t
 the sentence, prints the top results and saves them as a picture. The saved index answers later
 queries from the command line too::
 
-    fgmm retrieve --index OUT/index --text "a bird with a yellow breast" -k 5 --grid results.png
+    fgmm retrieve OUT/index --text "a bird with a yellow breast" -k 5 --grid results.png
 
 Runs in a few minutes on a laptop CPU (most of it encoding the demo images once; features are cached).
 """

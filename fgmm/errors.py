@@ -10,7 +10,8 @@ from pathlib import Path
 
 
 class FgmmError(Exception):
-    """Base class of all fgmm errors; the CLI prints these as one line and exits with code 2."""
+    """Base class of all fgmm errors; the CLI prints these as one line and exits with code 3
+    (:class:`UsageError`: code 2, like the option parser's own errors)."""
 
 
 class DataError(FgmmError):
@@ -36,6 +37,10 @@ class OwnershipError(DataError):
 
 class ConfigError(FgmmError, ValueError):
     """A configuration file or value is invalid (unknown key, wrong type, out of range); also a ``ValueError``."""
+
+
+class UsageError(ConfigError):
+    """The command line combines options wrongly (``give exactly one of --text or --image``): exit code 2."""
 
 
 class WeightsUnavailableError(FgmmError):

@@ -21,6 +21,16 @@ from fgmm.data.procedural import generate_procedural
 from fgmm.data.sample import MultiModalDataset
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_feature_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Commands default to $FGMM_CACHE (else ~/.cache/fgmm/features): point it into the test session, so that
+    no test writes into the user's cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FGMM_CACHE", str(tmp_path_factory.mktemp("fgmm-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def make_tiny_cub(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``make_tiny_cub(test_ids=..., missing=..., corrupt=..., duplicate=...)`` -> root."""

@@ -35,7 +35,7 @@ def test_version() -> None:
 
 def test_data_check_reports_corrupt_file(tiny_cub_corrupt: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    result = runner.invoke(app, ["data", "check", str(tiny_cub_corrupt), "--json", str(report)])
+    result = runner.invoke(app, ["data", "check", str(tiny_cub_corrupt), "--out", str(report)])
     assert result.exit_code == 1, result.output
     data = json.loads(report.read_text())
     assert len(data["corrupt_images"]) == 1
@@ -58,7 +58,7 @@ def test_bad_config_key_names_file_and_key(tmp_path: Path) -> None:
     config = tmp_path / "exp.yaml"
     config.write_text("train:\n  epochz: 3\n")
     result = runner.invoke(app, ["train", "--config", str(config)])
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # an fgmm error (bad config), not a usage error
     assert "epochz" in result.output and "exp.yaml" in result.output and "epochs" in result.output
 
 
@@ -117,7 +117,7 @@ def test_train_on_corrupt_image_fails_clearly_or_skips(tiny_cub_corrupt: Path, t
     common = ["train", "--config", str(config), "--data", str(tiny_cub_corrupt), "--vision", "efficientnet_lite0",
               "--out", str(tmp_path / "run")]
     failed = runner.invoke(app, common)
-    assert failed.exit_code == 2
+    assert failed.exit_code == 3
     assert "Red_Test_Bird_0000_10.jpg" in failed.output and "Traceback" not in failed.output
     skipped = runner.invoke(app, [*common, "--skip-bad"])
     assert skipped.exit_code == 0, skipped.output

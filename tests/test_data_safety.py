@@ -63,7 +63,7 @@ def test_nan_attributes_fail_kg_import_in_one_line(make_tiny_cub, tmp_path):
     root = make_tiny_cub()
     edit(root / CUB / "attributes" / "class_attribute_labels_continuous.txt", "75.5", "nan")
     result, text = invoke("kg", "import-cub", root, "--out", tmp_path / "cub.nt")
-    assert result.exit_code == 2 and "'nan' is not a finite number" in text
+    assert result.exit_code == 3 and "'nan' is not a finite number" in text
 
 
 def test_absent_files_are_problems_unless_the_root_is_a_subset(make_tiny_cub):
@@ -79,13 +79,13 @@ def test_absent_files_are_problems_unless_the_root_is_a_subset(make_tiny_cub):
 
 
 def test_check_json_output(tiny_cub, tmp_path):
-    result, _ = invoke("data", "check", tiny_cub, "--shallow", "--json", tmp_path / "new" / "report.json")
+    result, _ = invoke("data", "check", tiny_cub, "--shallow", "--out", tmp_path / "new" / "report.json")
     assert result.exit_code == 0 and (tmp_path / "new" / "report.json").is_file()
-    result, text = invoke("data", "check", tiny_cub, "--shallow", "--json", tmp_path / "new")
-    assert result.exit_code == 2 and "is a folder" in text
-    result, text = invoke("data", "check", tiny_cub, "--shallow", "--json", tmp_path / "new" / "report.json")
-    assert result.exit_code == 2 and "exists; pass --force" in text
-    result, _ = invoke("data", "check", tiny_cub, "--shallow", "--json", tmp_path / "new" / "report.json", "--force")
+    result, text = invoke("data", "check", tiny_cub, "--shallow", "--out", tmp_path / "new")
+    assert result.exit_code == 3 and "is a folder" in text
+    result, text = invoke("data", "check", tiny_cub, "--shallow", "-o", tmp_path / "new" / "report.json")
+    assert result.exit_code == 3 and "exists; pass --force" in text
+    result, _ = invoke("data", "check", tiny_cub, "--shallow", "-o", tmp_path / "new" / "report.json", "--force")
     assert result.exit_code == 0
 
 
@@ -98,9 +98,9 @@ def test_generate_never_overwrites_a_users_files(tmp_path):
     mine.mkdir()
     (mine / "samples.csv").write_text("my samples")
     result, text = invoke("data", "generate", mine, *GENERATE)
-    assert result.exit_code == 2 and "not empty and was not created by fgmm" in text
+    assert result.exit_code == 3 and "not empty and was not created by fgmm" in text
     result, text = invoke("data", "generate", mine, *GENERATE, "--force")
-    assert result.exit_code == 2 and "samples.csv: exists and was not created by fgmm" in text
+    assert result.exit_code == 3 and "samples.csv: exists and was not created by fgmm" in text
     assert (mine / "samples.csv").read_text() == "my samples" and sorted(p.name for p in mine.iterdir()) == [
         "samples.csv"]
 
@@ -120,7 +120,7 @@ def test_generate_never_overwrites_a_users_files(tmp_path):
                                     ["--classes", "3", "--unseen", "3"]])
 def test_generate_bad_numbers_are_one_line(tmp_path, option):
     result, text = invoke("data", "generate", tmp_path / "out", *option)
-    assert result.exit_code == 2 and text.startswith("error:")
+    assert result.exit_code == 3 and text.startswith("error:")
     assert not (tmp_path / "out").exists()
 
 

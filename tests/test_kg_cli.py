@@ -56,15 +56,15 @@ def test_authoring_commands_build_a_valid_graph(tiny):
 
 def test_errors_are_one_red_line_and_exit_code_2(tiny, tmp_path):
     before = tiny.read_bytes()
-    result = run("link", tiny, "Herring_Gull", "has_leg_color::pink", "1.5", code=2)
+    result = run("link", tiny, "Herring_Gull", "has_leg_color::pink", "1.5", code=3)
     assert "error:" in result.stderr and "not a number in [0, 1]" in result.stderr
     assert "Traceback" not in result.output + result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert tiny.read_bytes() == before  # nothing written
-    assert "unknown class 'Kittiwake'" in run("link", tiny, "Kittiwake", "has_leg_color::pink", "0.5", code=2).stderr
-    assert "file exists" in run("new", tiny, code=2).stderr
+    assert "unknown class 'Kittiwake'" in run("link", tiny, "Kittiwake", "has_leg_color::pink", "0.5", code=3).stderr
+    assert "file exists" in run("new", tiny, code=3).stderr
     broken = tmp_path / "broken.ttl"
     broken.write_text("@prefix fgmm: <https://fgmm.dev/ns#> .\n<a:x> a fgmm:Class ;\n  fgmm:nope .\n")
-    assert f"{broken}:3: malformed RDF" in run("stats", broken, code=2).stderr
+    assert f"{broken}:3: malformed RDF" in run("stats", broken, code=3).stderr
 
 
 def test_validate_prints_a_table_and_exits_1(tmp_path):
@@ -91,7 +91,7 @@ def test_query(tiny, tmp_path):
     rows = json.loads(run("query", tiny, f"@{query_file}", "--format", "json").output)
     assert rows["results"]["bindings"][0]["n"]["value"] == "2"
     assert run("query", tiny, "ASK { ?c dwc:taxonRank \"genus\" }").output.strip() == "true"
-    assert "SPARQL syntax error" in run("query", tiny, "SELECT WHERE {", code=2).stderr
+    assert "SPARQL syntax error" in run("query", tiny, "SELECT WHERE {", code=3).stderr
 
 
 def test_stats_and_export(tiny, tmp_path):
@@ -112,7 +112,7 @@ def test_show_writes_png_and_svg(tiny, tmp_path):
     svg = tmp_path / "larus.svg"
     run("show", tiny, "Larus", "--out", svg)  # a genus: draws its species
     assert "<svg" in svg.read_text() and "Herring Gull" in svg.read_text()
-    assert "use a .png or .svg" in run("show", tiny, "Larus", "--out", tmp_path / "x.gif", code=2).stderr
+    assert "use a .png or .svg" in run("show", tiny, "Larus", "--out", tmp_path / "x.gif", code=3).stderr
 
 
 def test_import_cub_command(tiny_cub, tmp_path):

@@ -157,6 +157,6 @@ def test_cli_describe(tmp_path):
     assert result.exit_code == 0, result.output
     assert len(out.read_text().splitlines()) == 3 and len(read_descriptions(KnowledgeGraph.load(path))) == 3
     result = runner.invoke(app, ["kg", "describe", str(path), "--out", str(out)])
-    assert result.exit_code == 2 and "file exists" in result.output
+    assert result.exit_code == 3 and "file exists" in result.output
     result = runner.invoke(app, ["kg", "describe", str(path), "Puffin"])
-    assert result.exit_code == 2 and "unknown class 'Puffin'" in result.output
+    assert result.exit_code == 3 and "unknown class 'Puffin'" in result.output

@@ -77,7 +77,7 @@ def test_index_built_from_a_relative_folder_works_from_another_directory(tmp_pat
     assert found.exit_code == 0, text
     assert (tmp_path / "other" / "grid.png").stat().st_size > 0
     again, text = invoke("retrieve", "--index", tmp_path / "idx", "--text", "x", "--grid", "grid.png")
-    assert again.exit_code == 2 and "exists; pass --force" in text
+    assert again.exit_code == 3 and "exists; pass --force" in text
 
     # item 6: folders that are not fgmm indexes (refused before anything is encoded)
     mine = tmp_path / "mine"
@@ -85,13 +85,13 @@ def test_index_built_from_a_relative_folder_works_from_another_directory(tmp_pat
     (mine / "index.json").write_text("my own index.json")
     for extra in ([], ["--force"]):
         refused, text = invoke("index", "build", "--texts", tmp_path / "nothing.txt", "--out", mine, *extra)
-        assert refused.exit_code == 2 and "Traceback" not in text
+        assert refused.exit_code == 3 and "Traceback" not in text
         assert ("index.json: exists and was not created by fgmm" if extra else "not empty") in text
     assert (mine / "index.json").read_text() == "my own index.json"
     afile = tmp_path / "afile"
     afile.write_text("x")
     refused, text = invoke("index", "build", "--texts", afile, "--out", afile)
-    assert refused.exit_code == 2 and "is a file, not a folder" in text
+    assert refused.exit_code == 3 and "is a file, not a folder" in text
 
 
 def test_saving_an_index_into_a_foreign_folder(tmp_path):
@@ -119,10 +119,10 @@ def test_kg_outputs_need_force_to_overwrite(tiny_cub, tmp_path):
     for args in (["kg", "export", graph, existing], ["kg", "import-cub", tiny_cub, "--out", existing],
                  ["kg", "show", graph, "Gull", "--out", existing]):
         result, text = invoke(*args)
-        assert result.exit_code == 2 and "exists; pass --force" in text, text
+        assert result.exit_code == 3 and "exists; pass --force" in text, text
         assert existing.read_text() == "user data"
     result, text = invoke("kg", "export", graph, tmp_path, "--force")
-    assert result.exit_code == 2 and "is a folder" in text
+    assert result.exit_code == 3 and "is a folder" in text
     result, text = invoke("kg", "export", graph, tmp_path / "g.nt")
     assert result.exit_code == 0, text
     result, _ = invoke("kg", "export", graph, tmp_path / "g.nt", "--force")
@@ -149,4 +149,4 @@ def test_remote_sparql_is_refused(sparql, tmp_path, monkeypatch):
     graph = tmp_path / "g.ttl"
     kg.save(graph)
     result, text = invoke("kg", "query", graph, sparql)
-    assert result.exit_code == 2 and "refused" in text and "Traceback" not in text
+    assert result.exit_code == 3 and "refused" in text and "Traceback" not in text

@@ -79,7 +79,7 @@ def test_cache_clear_refuses_folders_that_are_not_namespaces(tmp_path):
     (home / "Documents").mkdir(parents=True)
     (home / "Documents" / "thesis.txt").write_text("x")
     result = runner.invoke(app, ["cache", "clear", "--cache", str(home), "--namespace", "Documents"])
-    assert result.exit_code == 2 and "not an fgmm cache-namespace folder" in result.output
+    assert result.exit_code == 3 and "not an fgmm cache-namespace folder" in result.output
     assert (home / "Documents" / "thesis.txt").read_text() == "x"
 
     proj = tmp_path / "proj"

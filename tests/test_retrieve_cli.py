@@ -88,7 +88,7 @@ def test_image_index_and_image_query(photos, tmp_path):
     assert (tmp_path / "grid.png").is_file()
     # an image index without a joint model cannot answer a sentence
     result = invoke("retrieve", "--index", tmp_path / "index", "--text", "a blue bird")
-    assert result.exit_code == 2 and "can only be queried with image" in result.output
+    assert result.exit_code == 3 and "can only be queried with image" in result.output
 
 
 def test_joint_index_answers_sentences(photos, tmp_path):
@@ -110,25 +110,25 @@ def test_joint_index_answers_sentences(photos, tmp_path):
 def test_bad_text_files(tmp_path, content, message):
     (tmp_path / "captions.txt").write_bytes(content)
     result = invoke("index", "build", "--texts", tmp_path / "captions.txt", "--out", tmp_path / "index")
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert message in result.output and "captions.txt" in result.output
 
 
 def test_usage_errors(tmp_path, text_index):
     (tmp_path / "empty").mkdir()
-    cases = [
-        (("index", "build", "--images", tmp_path / "empty", "--out", tmp_path / "i"), "no images"),
-        (("index", "build", "--out", tmp_path / "i"), "exactly one of --images"),
-        (("retrieve", "--index", tmp_path / "missing", "--text", "hi"), "not a retriever folder"),
-        (("retrieve", "--index", text_index, "--text", "hi", "--image", "x.jpg"), "exactly one of --text"),
-        (("retrieve", "--index", text_index, "--image", tmp_path / "nope.jpg"), "query image not found"),
+    cases = [  # exit code 2: the command line is wrong; 3: fgmm cannot use a file
+        (("index", "build", "--images", tmp_path / "empty", "--out", tmp_path / "i"), "no images", 3),
+        (("index", "build", "--out", tmp_path / "i"), "exactly one of --images", 2),
+        (("retrieve", "--index", tmp_path / "missing", "--text", "hi"), "not a retriever folder", 3),
+        (("retrieve", "--index", text_index, "--text", "hi", "--image", "x.jpg"), "exactly one of --text", 2),
+        (("retrieve", "--index", text_index, "--image", tmp_path / "nope.jpg"), "query image not found", 3),
     ]
-    for args, message in cases:
+    for args, message, code in cases:
         result = invoke(*args)
-        assert result.exit_code == 2, (args, result.output)
+        assert result.exit_code == code, (args, result.output)
         assert message in result.output and "Traceback" not in result.output
 
 
 def test_help_has_examples():
-    assert "fgmm retrieve --index photo-index --text" in invoke("retrieve", "--help").output
+    assert "fgmm retrieve photo-index --text" in invoke("retrieve", "--help").output
     assert "fgmm index build --images photos/" in invoke("index", "build", "--help").output

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import typer
 
-from fgmm.cli._common import console, friendly_errors
+from fgmm.cli._common import CACHE_HELP, DEFAULT_VISION, console, friendly_errors, names_of
+
+
+def _filters() -> list[str]:
+    from fgmm.filters import FILTERS
+
+    return FILTERS.names()
 
 AUDIT_EXAMPLES = ("Examples:\n\n  fgmm data audit data/cub200 --out cub-audit\n\n"
                   "  fgmm data audit crawled/ --out crawl-audit --filter confident --top 96\n\n"
@@ -21,10 +27,11 @@ def audit(
     root: Path = typer.Argument(..., help="dataset root (CUB-200-2011 layout or fgmm folder format); only read"),
     out: Path = typer.Option(Path("fgmm-audit"), "--out", "-o", help="output folder (outside the dataset)"),
     labels: bool = typer.Option(True, "--labels/--no-labels", help="look for label issues (encodes the images)"),
-    filter: str = typer.Option("crossmodal", "--filter", help="noisy-label filter (fgmm.filters.FILTERS)"),
-    vision: str = typer.Option("efficientnet_lite2", help="vision encoder for the label check (any timm name)"),
+    filter: str = typer.Option("crossmodal", "--filter", help="noisy-label filter (fgmm.filters.FILTERS)",
+                               callback=names_of("noise filter", _filters)),
+    vision: str = typer.Option(DEFAULT_VISION, help="vision encoder for the label check (any timm name)"),
     image_size: int | None = typer.Option(None, help="encoder input size (default: the encoder's own)"),
-    cache: Path | None = typer.Option(None, help="feature cache folder (default: $FGMM_CACHE or ~/.cache/fgmm)"),
+    cache: Path | None = typer.Option(None, help=CACHE_HELP),
     texts: bool = typer.Option(True, "--texts/--no-texts", help="use the samples' texts as a second witness"),
     max_distance: int = typer.Option(8, min=0, max=32, help="perceptual-hash bits (of 64) for near duplicates"),
     top: int = typer.Option(48, min=1, help="suspects shown on the contact sheet"),

@@ -7,25 +7,18 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from fgmm.cli._common import console, friendly_errors
+from fgmm.cli._common import CACHE_HELP, DEFAULT_VISION, console, feature_cache, friendly_errors, print_json
 
 cache_app = typer.Typer(help="Build, inspect and clear the feature cache.", no_args_is_help=True)
 
-CACHE_OPTION = typer.Option(None, "--cache", help="cache folder (default: $FGMM_CACHE or ~/.cache/fgmm/features)")
-
-
-def _cache(folder: Path | None):
-    from fgmm.cache import FeatureCache
-    from fgmm.pipeline import default_cache_dir
-
-    return FeatureCache(folder or default_cache_dir())
+CACHE_OPTION = typer.Option(None, "--cache", help=CACHE_HELP)
 
 
 @cache_app.command("build", epilog="Example: fgmm cache build data/cub200 --vision efficientnet_lite2")
 @friendly_errors
 def build(
     root: Path = typer.Argument(..., help="dataset root"),
-    vision: str = typer.Option("efficientnet_lite2", help="vision encoder (any timm name)"),
+    vision: str = typer.Option(DEFAULT_VISION, help="vision encoder (any timm name)"),
     image_size: int | None = typer.Option(None, min=1, help="input size (default: the model's)"),
     batch_size: int = typer.Option(32, min=1, help="images per forward pass"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="skip unreadable images (listed) instead of failing"),
@@ -36,7 +29,7 @@ def build(
     from fgmm.pipeline import encode_dataset_images
 
     dataset = load_dataset(root)
-    _, features, stats = encode_dataset_images(dataset, _cache(cache), vision=vision, image_size=image_size,
+    _, features, stats = encode_dataset_images(dataset, feature_cache(cache), vision=vision, image_size=image_size,
                                                batch_size=batch_size, skip_bad=skip_bad)
     rate = f", {stats['images_per_s']} images/s" if stats["images_per_s"] else " (all cached already)"
     console.print(f"{features.shape[0]} x {features.shape[1]} features for {stats['encoder']}: "
@@ -47,9 +40,13 @@ def build(
 
 @cache_app.command("info", epilog="Example: fgmm cache info --cache .fgmm-cache")
 @friendly_errors
-def info(cache: Path | None = CACHE_OPTION) -> None:
+def info(cache: Path | None = CACHE_OPTION,
+         as_json: bool = typer.Option(False, "--json", help="print JSON to stdout instead of a table")) -> None:
     """List cached namespaces (one per encoder + weights + preprocessing) and their sizes."""
-    store = _cache(cache)
+    store = feature_cache(cache)
+    if as_json:
+        print_json({"cache": str(store.root), "namespaces": store.info()})
+        return
     table = Table(title=f"feature cache {store.root}")
     for column in ("namespace", "encoder", "entries", "MB"):
         table.add_column(column)
@@ -66,5 +63,5 @@ def clear(
     cache: Path | None = CACHE_OPTION,
 ) -> None:
     """Delete cached features: only folders fgmm marked as cache namespaces, and in them only its own files."""
-    removed = _cache(cache).clear(namespace)
+    removed = feature_cache(cache).clear(namespace)
     console.print(f"removed {len(removed)} namespace(s)")

@@ -7,45 +7,54 @@ from pathlib import Path
 
 import typer
 
-from fgmm.cli._common import console, friendly_errors
+from fgmm.cli._common import EXIT_PROBLEMS, console, friendly_errors, one_path, print_json
 
 data_app = typer.Typer(help="Inspect and generate datasets.", no_args_is_help=True)
 
 
-@data_app.command("check", epilog="Example: fgmm data check data/cub200 --json report.json")
+@data_app.command("check", epilog="Examples:\n\n  fgmm data check data/cub200\n\n"
+                                  "  fgmm data check data/cub200 --json > report.json\n\n"
+                                  "  fgmm data check data/cub200 --out report.json")
 @friendly_errors
 def check(
     root: Path = typer.Argument(..., help="dataset root (CUB-200-2011 layout or fgmm folder format)"),
     shallow: bool = typer.Option(False, "--shallow", help="skip decoding and hashing every image"),
-    json_out: Path | None = typer.Option(None, "--json", help="also write the report as JSON here"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON to stdout (instead of text)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="also write the report as JSON to this file"),
     allow_subset: bool = typer.Option(False, "--allow-subset", help="the root holds only part of the files its "
                                                                     "metadata lists: absent ones are warnings"),
-    force: bool = typer.Option(False, "--force", help="overwrite an existing --json file"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing --out file"),
 ) -> None:
     """Counts, classes, modalities present, corrupt files and duplicate images of a dataset.
 
     Exit codes: 0 the data is fine (warnings aside); 1 problems were found (the data does not load or is
     inconsistent, files are corrupt, or files the metadata names are absent, unless --allow-subset);
-    2 the command itself failed (e.g. --json names a folder or an existing file without --force).
+    2 usage error; 3 the command itself failed (e.g. --out names a folder or an existing file without --force).
     """
     from fgmm.data import check_dataset
     from fgmm.io import write_bytes_atomic
     from fgmm.ownership import check_new_file
 
-    if json_out is not None:
-        check_new_file(json_out, force, what="JSON report (--json)")
+    if out is not None:
+        check_new_file(out, force, what="JSON report (--out)")
     report = check_dataset(root, deep=not shallow, allow_subset=allow_subset)
-    console.print(report.format(), highlight=False)
-    if json_out:
-        write_bytes_atomic(json_out, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    data = report.to_dict()
+    if as_json:
+        print_json(data)
+    else:
+        console.print(report.format(), highlight=False)
+    if out is not None:
+        write_bytes_atomic(out, json.dumps(data, indent=2, default=str) + "\n")
     if not report.ok:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_PROBLEMS)
 
 
-@data_app.command("generate", epilog="Example: fgmm data generate demo-data --classes 30 --images 50")
+@data_app.command("generate", epilog="Example: fgmm data generate --out demo-data --classes 30 --images 50")
 @friendly_errors
 def generate(
-    out: Path = typer.Argument(..., help="folder to write the dataset to (fgmm folder format)"),
+    out_argument: Path | None = typer.Argument(None, metavar="[OUT]", show_default=False,
+                                               help="same as --out (the older form)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="folder to write the dataset to (fgmm folder format)"),
     classes: int = typer.Option(20, help="number of classes"),
     images: int = typer.Option(40, help="images per class"),
     unseen: int = typer.Option(5, help="classes held out for zero-shot (all their samples are test)"),
@@ -61,6 +70,7 @@ def generate(
     """
     from fgmm.data import generate_procedural
 
+    out = one_path(out, out_argument, "dataset folder", "with --out/-o DIR")
     dataset = generate_procedural(out, num_classes=classes, images_per_class=images, unseen_classes=unseen,
                                   noise_rate=noise, seed=seed, with_audio=audio, force=force)
     console.print(f"wrote {len(dataset)} samples of {dataset.num_classes} classes to {out}")

@@ -6,15 +6,15 @@ change and write it back atomically in the same format.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.table import Table
 
-from fgmm.cli._common import console, friendly_errors
-from fgmm.errors import ConfigError, DataError
+from fgmm.cli._common import EXIT_PROBLEMS, console, friendly_errors, one_path, print_json
+from fgmm.errors import DataError, UsageError
 from fgmm.ownership import check_new_file
 
 kg_app = typer.Typer(help="Author, validate, query, export and draw knowledge graphs (RDF/Turtle).",
@@ -100,14 +100,25 @@ def link(
     console.print(f"linked {class_name} -> {attribute} ({strength:g}) in {path}")
 
 
-@kg_app.command("validate", epilog="Example: fgmm kg validate birds.ttl")
+@kg_app.command("validate", epilog="Examples:\n\n  fgmm kg validate birds.ttl\n\n"
+                                   "  fgmm kg validate birds.ttl --json")
 @friendly_errors
 def validate(
     path: Path = KG_ARGUMENT,
-    shapes: Path | None = typer.Option(None, help="SHACL shapes file (default: knowledge/shapes.ttl)"),
+    shapes: Path | None = typer.Option(None, help="SHACL shapes file (default: the shapes shipped with fgmm, "
+                                                  "knowledge/shapes.ttl)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON to stdout"),
 ) -> None:
     """Check a graph against the fgmm SHACL shapes; exit code 1 when it does not conform."""
+    from dataclasses import asdict
+
     report = _load(path).validate(shapes)
+    if as_json:
+        print_json({"graph": str(path), "conforms": report.conforms, "violations": report.severity_count("Violation"),
+                    "warnings": report.severity_count("Warning"), "results": [asdict(v) for v in report]})
+        if not report.conforms:
+            raise typer.Exit(code=EXIT_PROBLEMS)
+        return
     if not report:
         console.print(f"[green]{path} conforms[/]: no violations")
         return
@@ -120,7 +131,7 @@ def validate(
         table.add_row(f"[{style}]{v.severity}[/]", v.focus, v.path or "", v.message, v.value or "")
     console.print(table)
     if not report.conforms:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_PROBLEMS)
 
 
 @kg_app.command("query", epilog="Examples:\n\n  fgmm kg query birds.ttl "
@@ -131,7 +142,8 @@ def query(
     path: Path = KG_ARGUMENT,
     sparql: str = typer.Argument(..., help="a SPARQL query, or @FILE to read it from a file; prefixes fgmm:, "
                                            "rdfs:, dwc:, dcterms:, kg: (the graph's namespace) are declared"),
-    fmt: str = typer.Option("table", "--format", help="table, csv or json"),
+    fmt: Literal["table", "csv", "json"] = typer.Option("table", "--format", help="table, csv or json"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON to stdout (same as --format json)"),
 ) -> None:
     """Run a SPARQL query and print the result."""
     from rdflib import Literal
@@ -143,8 +155,7 @@ def query(
         if not source.is_file():
             raise DataError(source, "SPARQL query file does not exist")
         sparql = source.read_text(encoding="utf-8")
-    if fmt not in ("table", "csv", "json"):
-        raise ConfigError(f"unknown --format '{fmt}'; choose table, csv or json")
+    fmt = "json" if as_json else fmt
     kg = _load(path)
     result = kg.query(sparql)
     if result.type == "ASK":
@@ -174,7 +185,7 @@ def stats(
     """Counts of classes (leaves/taxa), attributes, groups, parts and links, and strength summary."""
     summary = _load(path).stats()
     if as_json:
-        console.print_json(json.dumps(summary))
+        print_json(summary)
         return
     table = Table(title=str(path))
     table.add_column("statistic")
@@ -186,16 +197,20 @@ def stats(
     console.print(table)
 
 
-@kg_app.command("export", epilog="Examples:\n\n  fgmm kg export birds.ttl birds.jsonld\n\n"
-                                 "  fgmm kg export cub.ttl cub.nt")
+@kg_app.command("export", epilog="Examples:\n\n  fgmm kg export birds.ttl -o birds.jsonld\n\n"
+                                 "  fgmm kg export cub.ttl --out cub.nt")
 @friendly_errors
 def export(
     path: Path = KG_ARGUMENT,
-    out: Path = typer.Argument(..., help="output file; the format follows its suffix (.ttl, .nt, .jsonld, .rdf)"),
+    out_argument: Path | None = typer.Argument(None, metavar="[OUT]", show_default=False,
+                                               help="same as --out (the older form)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output file; the format follows its suffix "
+                                                              "(.ttl, .nt, .jsonld, .rdf)"),
     fmt: str | None = typer.Option(None, "--format", help="rdflib format name, overriding the suffix"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing output file"),
 ) -> None:
     """Write a graph in another RDF format (exact round trip)."""
+    out = one_path(out, out_argument, "output file", "with --out/-o FILE")
     check_new_file(out, force)
     kg = _load(path)
     kg.save(out, format=fmt)
@@ -249,7 +264,7 @@ def describe(
         write_descriptions(kg, descriptions, config)
         kg.save(path)
     if as_json:
-        console.print_json(json.dumps([d.to_dict() for d in descriptions]))
+        print_json([d.to_dict() for d in descriptions])
     elif class_name:
         d = descriptions[0]
         console.print(d.text, highlight=False)
@@ -284,7 +299,7 @@ def import_cub(
 
     check_new_file(out, force, what="knowledge graph file (--out)")
     if threshold is not None and not 0 <= threshold <= 1:
-        raise ConfigError(f"--threshold must be in [0, 1], got {threshold}")
+        raise UsageError(f"--threshold must be in [0, 1], got {threshold}")
     start = time.perf_counter()
     kg = build(root, threshold=threshold, taxonomy=taxonomy)
     built = time.perf_counter() - start

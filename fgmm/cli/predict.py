@@ -5,15 +5,14 @@ Mounted in :mod:`fgmm.cli.main` as ``app.command("predict", epilog=PREDICT_EXAMP
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from fgmm.cli._common import console, friendly_errors
-from fgmm.errors import ConfigError
+from fgmm.cli._common import CACHE_HELP, console, feature_cache, friendly_errors, print_json
+from fgmm.errors import UsageError
 
 PREDICT_EXAMPLES = """Examples:
 
@@ -42,7 +41,7 @@ def _date(value: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        raise ConfigError(f"--date must be an ISO date like 2024-05-12 (or 2024-05-12T07:30), got '{value}'") from None
+        raise UsageError(f"--date must be an ISO date like 2024-05-12 (or 2024-05-12T07:30), got '{value}'") from None
 
 
 def _inputs(images: list[Path], texts: list[str], audio: Path | None, lat: float | None, lon: float | None,
@@ -50,7 +49,7 @@ def _inputs(images: list[Path], texts: list[str], audio: Path | None, lat: float
     """Per-sample input lists: one sample per image (every text describes each image), or per text when
     there is no image, or one sample of the recording / place alone."""
     if (lat is None) != (lon is None):
-        raise ConfigError("give --lat and --lon together")
+        raise UsageError("give --lat and --lon together")
     location = None if lat is None else (lat, lon)
     when = _date(date)
     n = len(images) or len(texts) or 1
@@ -68,7 +67,7 @@ def _inputs(images: list[Path], texts: list[str], audio: Path | None, lat: float
     if when is not None:
         inputs["times"] = [when] * n
     if not inputs:
-        raise ConfigError("nothing to predict: give image files, --text, --audio or --lat/--lon")
+        raise UsageError("nothing to predict: give image files, --text, --audio or --lat/--lon")
     return inputs
 
 
@@ -83,23 +82,21 @@ def predict(
     lon: float | None = typer.Option(None, "--lon", help="longitude where the bird was seen (decimal degrees)"),
     date: str | None = typer.Option(None, "--date", help="when it was seen (ISO date)"),
     k: int = typer.Option(5, "-k", min=1, help="classes to show per input"),
-    cache: Path | None = typer.Option(None, "--cache", help="feature cache folder (default: none)"),
+    cache: Path | None = typer.Option(None, "--cache", help=CACHE_HELP),
     as_json: bool = typer.Option(False, "--json", help="print JSON to stdout instead of tables"),
 ) -> None:
     """Top-k classes with probabilities for each input, from a saved model (any modality it has)."""
-    from fgmm.cache import FeatureCache
     from fgmm.space import FGModel
 
     fitted = FGModel.from_pretrained(model_folder(model))
     inputs = _inputs(list(images or []), list(text or []), audio, lat, lon, date)
-    store = FeatureCache(cache) if cache is not None else None
-    ranked = fitted.predict(k=k, cache=store, **inputs)
+    ranked = fitted.predict(k=k, cache=feature_cache(cache), **inputs)
     names = [str(p) for p in inputs["images"]] if "images" in inputs else (
         list(inputs["texts"]) if "texts" in inputs else ["input"])
     if as_json:
         rows = [{"input": name, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
                 for name, top in zip(names, ranked, strict=True)]
-        console.print_json(json.dumps(rows))
+        print_json(rows)
         return
     for name, top in zip(names, ranked, strict=True):
         table = Table(title=name, title_justify="left")

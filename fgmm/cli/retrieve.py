@@ -8,13 +8,23 @@ Mounted in :mod:`fgmm.cli.main` as::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from fgmm.cli._common import console, friendly_errors
+from fgmm.cli._common import (
+    CACHE_HELP,
+    DEFAULT_TEXT,
+    DEFAULT_VISION,
+    console,
+    err_console,
+    feature_cache,
+    friendly_errors,
+    names_of,
+    one_path,
+    print_json,
+)
 from fgmm.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -39,13 +49,13 @@ BUILD_EXAMPLES = """Examples:
 
 RETRIEVE_EXAMPLES = """Examples:
 
-  fgmm retrieve --index photo-index --text "a small bird with a red crown" -k 5
+  fgmm retrieve photo-index --text "a small bird with a red crown" -k 5
 
-  fgmm retrieve --index photo-index --image query.jpg -k 10 --grid results.png
+  fgmm retrieve photo-index --image query.jpg -k 10 --grid results.png
 
-  fgmm retrieve --index photo-index --image query.jpg --rerank kreciprocal
+  fgmm retrieve photo-index --image query.jpg --rerank kreciprocal
 
-  fgmm retrieve --index caption-index --text "yellow breast" --json
+  fgmm retrieve caption-index --text "yellow breast" --json
 """
 
 index_app = typer.Typer(help="Build and inspect retrieval indexes (see also `fgmm retrieve`).", no_args_is_help=True)
@@ -69,6 +79,18 @@ def find_images(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, [label_of[g] if g is not None else -1 for g in groups], class_names
 
 
+def _backends() -> list[str]:
+    from fgmm.retrieval.index import SEARCH_BACKENDS
+
+    return SEARCH_BACKENDS.names()
+
+
+def _rerankers() -> list[str]:
+    from fgmm.retrieval.rerank import RERANKERS
+
+    return RERANKERS.names()
+
+
 def _quiet_transformers() -> None:
     """No per-load weight progress bars from transformers on the command line."""
     from transformers.utils import logging
@@ -79,17 +101,18 @@ def _quiet_transformers() -> None:
 @index_app.command("build", epilog=BUILD_EXAMPLES)
 @friendly_errors
 def build(
-    out: Path = typer.Option(..., "--out", help="index folder to write"),
+    out: Path = typer.Option(..., "--out", "-o", help="index folder to write"),
     images: Path | None = typer.Option(None, "--images", help="folder of images (recursive; subfolders = classes)"),
     texts: Path | None = typer.Option(None, "--texts", help="UTF-8 text file, one item per line"),
     model: Path | None = typer.Option(None, "--model", help="joint model file (JointEmbeddingModel.save) for "
                                                             "cross-modal queries"),
-    vision: str = typer.Option("efficientnet_lite2", help="vision encoder (any timm name)"),
+    vision: str = typer.Option(DEFAULT_VISION, help="vision encoder (any timm name)"),
     image_size: int | None = typer.Option(None, min=1, help="vision encoder input size (default: the model's)"),
-    text_model: str = typer.Option("all-MiniLM-L6-v2", help="text encoder (sentence-transformers / HF name)"),
-    backend: str = typer.Option("torch", help="search backend: torch (exact) or faiss"),
+    text_model: str = typer.Option(DEFAULT_TEXT, help="text encoder (sentence-transformers / HF name)"),
+    backend: str = typer.Option("torch", help="search backend: torch (exact) or faiss",
+                                callback=names_of("search backend", _backends)),
     faiss_factory: str = typer.Option("Flat", help="faiss index factory string (Flat, HNSW32, IVF1024,Flat)"),
-    cache: Path | None = typer.Option(None, "--cache", help="feature cache folder (default: none)"),
+    cache: Path | None = typer.Option(None, "--cache", help=CACHE_HELP),
     views: str | None = typer.Option(None, "--views", help="image->image: test-time views averaged, comma-separated "
                                                            "(identity, hflip)"),
     whiten_on: Path | None = typer.Option(None, "--whiten-on", help="image->image: labelled image folder "
@@ -103,17 +126,16 @@ def build(
     OUT must be new, empty or an fgmm index (rebuilt in place). Item paths are stored relative to OUT, so
     the index works from any directory and when moved together with the images.
     """
-    from fgmm.cache import FeatureCache
     from fgmm.data.folder import read_text_lines
     from fgmm.encoders import create_encoder
-    from fgmm.errors import ConfigError
+    from fgmm.errors import UsageError
     from fgmm.joint import JointEmbeddingModel
     from fgmm.retrieval import Retriever
     from fgmm.retrieval.index import claim_index_folder
     from fgmm.retrieval.retriever import RETRIEVER_FILES
 
     if (images is None) == (texts is None):
-        raise ConfigError("give exactly one of --images DIR or --texts FILE")
+        raise UsageError("give exactly one of --images DIR or --texts FILE")
     claim_index_folder(out, force, reserved=RETRIEVER_FILES, write=False)  # refused before anything is encoded
     if images is not None:  # read the inputs first: bad input fails before any model loads
         modality, source = "image", images
@@ -130,17 +152,17 @@ def build(
              "text": ("text", text_model, {})}
     wanted = sorted((set(joint.modalities) if joint is not None else {modality}) & set(specs))
     encoders = {m: create_encoder(specs[m][0], specs[m][1], **specs[m][2]) for m in wanted}
-    feature_cache = FeatureCache(cache) if cache is not None else None
+    features = feature_cache(cache)
     image_descriptor = None
     if descriptor is not None or whiten_on is not None or views is not None:
         if modality != "image" or joint is not None:
-            raise ConfigError("--views, --whiten-on and --descriptor are for image indexes without --model")
-        image_descriptor = _image_descriptor(descriptor, labelled, views, encoders["image"], feature_cache)
+            raise UsageError("--views, --whiten-on and --descriptor are for image indexes without --model")
+        image_descriptor = _image_descriptor(descriptor, labelled, views, encoders["image"], features)
     retriever = Retriever.build(modality, inputs, ids, encoders=encoders, joint=joint, labels=labels,
                                 class_names=class_names, backend=backend,
                                 encoder_options={m: specs[m][2] for m in wanted},
                                 backend_options={"factory": faiss_factory} if backend == "faiss" else {},
-                                cache=feature_cache, descriptor=image_descriptor,
+                                cache=features, descriptor=image_descriptor,
                                 extra={"source": str(source.resolve())}, progress=True)
     retriever.save(out, force)
     info = retriever.index.info
@@ -162,13 +184,13 @@ def _image_descriptor(path: Path | None, labelled: tuple[list[Path], list[int]] 
     ``labelled`` training images, whitened on their classes."""
     import torch
 
-    from fgmm.errors import ConfigError
+    from fgmm.errors import UsageError
     from fgmm.retrieval.descriptor import DescriptorConfig, ImageDescriptor
     from fgmm.retrieval.retriever import image_features
 
     if path is not None:
         if labelled is not None or views is not None:
-            raise ConfigError("--descriptor already fixes views and whitening: drop --views / --whiten-on")
+            raise UsageError("--descriptor already fixes views and whitening: drop --views / --whiten-on")
         return ImageDescriptor.load(path)
     names = [v.strip() for v in (views or "identity").split(",") if v.strip()]
     descriptor = ImageDescriptor(DescriptorConfig(views=names, whitening=labelled is not None))
@@ -180,50 +202,64 @@ def _image_descriptor(path: Path | None, labelled: tuple[list[Path], list[int]] 
 
 @index_app.command("info", epilog="Example: fgmm index info photo-index")
 @friendly_errors
-def info(index: Path = typer.Argument(..., help="index folder")) -> None:
+def info(index: Path = typer.Argument(..., help="index folder"),
+         as_json: bool = typer.Option(False, "--json", help="print JSON to stdout instead of a table")) -> None:
     """Show what an index holds and which encoders and joint model define its space."""
     from fgmm.retrieval import EmbeddingIndex
     from fgmm.retrieval.index import read_json_object
     from fgmm.retrieval.retriever import RETRIEVER_FILE
 
     loaded = EmbeddingIndex.load(index)
-    table = Table(title=f"index {index}", show_header=False)
     meta = loaded.info
-    for key, value in (("items", len(loaded)), ("modality", meta.modality), ("dim", meta.dim),
-                       ("space", f"{meta.space_name} [{meta.space}]"),
-                       ("backend", f"{meta.backend} {meta.backend_options}"),
-                       ("classes", len(meta.class_names)), ("source", meta.extra.get("source", ""))):
-        table.add_row(key, str(value))
+    summary = {"index": str(index), "items": len(loaded), "modality": meta.modality, "dim": meta.dim,
+               "space": meta.space, "space_name": meta.space_name, "backend": meta.backend,
+               "backend_options": meta.backend_options, "classes": len(meta.class_names),
+               "source": meta.extra.get("source", "")}
     if (index / RETRIEVER_FILE).is_file():
         spec = read_json_object(index / RETRIEVER_FILE, "")
-        for m, entry in spec["encoders"].items():
-            table.add_row(f"encoder {m}", f"{entry['name']} [{entry['fingerprint']}]")
-        table.add_row("joint model", "yes" if spec["joint"] else "no")
-        table.add_row("image descriptor", "yes" if spec.get("descriptor") else "no")
+        summary["encoders"] = {m: {"name": e["name"], "fingerprint": e["fingerprint"]}
+                               for m, e in spec["encoders"].items()}
+        summary["joint_model"], summary["image_descriptor"] = bool(spec["joint"]), bool(spec.get("descriptor"))
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title=f"index {index}", show_header=False)
+    for key in ("items", "modality", "dim", "classes", "source"):
+        table.add_row(key, str(summary[key]))
+    table.add_row("space", f"{meta.space_name} [{meta.space}]")
+    table.add_row("backend", f"{meta.backend} {meta.backend_options}")
+    for m, entry in summary.get("encoders", {}).items():
+        table.add_row(f"encoder {m}", f"{entry['name']} [{entry['fingerprint']}]")
+    if "joint_model" in summary:
+        table.add_row("joint model", "yes" if summary["joint_model"] else "no")
+        table.add_row("image descriptor", "yes" if summary["image_descriptor"] else "no")
     console.print(table)
 
 
 @friendly_errors
 def retrieve(
-    index: Path = typer.Option(..., "--index", help="index folder written by `fgmm index build`"),
+    index: Path | None = typer.Argument(None, metavar="INDEX", show_default=False,
+                                        help="index folder written by `fgmm index build`"),
+    index_option: Path | None = typer.Option(None, "--index", help="same as INDEX (the older form)"),
     text: str | None = typer.Option(None, "--text", help="query sentence"),
     image: Path | None = typer.Option(None, "--image", help="query image file"),
     k: int = typer.Option(5, "-k", "--k", min=1, help="number of results"),
     grid: Path | None = typer.Option(None, "--grid", help="also save the results as a picture (PNG)"),
-    as_json: bool = typer.Option(False, "--json", help="print the results as JSON"),
-    cache: Path | None = typer.Option(None, "--cache", help="feature cache folder (default: none)"),
+    as_json: bool = typer.Option(False, "--json", help="print the results as JSON to stdout"),
+    cache: Path | None = typer.Option(None, "--cache", help=CACHE_HELP),
     rerank: str | None = typer.Option(None, "--rerank", help="re-rank the results: aqe, dba or kreciprocal "
-                                                             "(exact over the whole index)"),
+                                                             "(exact over the whole index)",
+                                      callback=names_of("re-ranker", _rerankers)),
     force: bool = typer.Option(False, "--force", help="overwrite an existing --grid picture"),
 ) -> None:
     """Query an index with a sentence or an image; print ids, scores and classes (optionally a picture)."""
-    from fgmm.cache import FeatureCache
-    from fgmm.errors import ConfigError
+    from fgmm.errors import UsageError
     from fgmm.ownership import check_new_file
     from fgmm.retrieval import Retriever, result_grid
 
+    index = one_path(index, index_option, "index", "as the first argument: fgmm retrieve INDEX ...")
     if (text is None) == (image is None):
-        raise ConfigError("give exactly one of --text SENTENCE or --image FILE")
+        raise UsageError("give exactly one of --text SENTENCE or --image FILE")
     if grid is not None:
         check_new_file(grid, force, what="picture (--grid)")
     if rerank is not None:
@@ -234,11 +270,11 @@ def retrieve(
     if image is not None and not image.is_file():
         raise DataError(image, "query image not found")
     _quiet_transformers()
-    retriever = Retriever.load(index, cache=FeatureCache(cache) if cache else None, modalities=[modality])
+    retriever = Retriever.load(index, cache=feature_cache(cache), modalities=[modality])
     result = retriever.search(modality, [query], k, rerank=rerank)
     rows = result.rows(0)
     if as_json:
-        console.print_json(json.dumps({"query": {modality: str(query)}, "results": rows}))
+        print_json({"query": {modality: str(query)}, "results": rows})
     else:
         table = Table(title=f"{modality} query: {query}")
         for column in ("rank", "score", "class", "item"):
@@ -249,4 +285,4 @@ def retrieve(
         console.print(table)
     if grid is not None:
         result_grid(result, query_text=text, query_image=image, out=grid)
-        console.print(f"picture of the results: {grid}")
+        (err_console if as_json else console).print(f"picture of the results: {grid}")
