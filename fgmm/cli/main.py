@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from fgmm import __version__
-from fgmm.cli._common import console, friendly_errors
+from fgmm.cli._common import CACHE_HELP, EXIT_CODES_HELP, console, friendly_errors, print_json
 from fgmm.cli.audit import AUDIT_EXAMPLES, audit
 from fgmm.cli.cache import cache_app
 from fgmm.cli.data import data_app
@@ -18,7 +18,7 @@ from fgmm.cli.retrieve import RETRIEVE_EXAMPLES, index_app, retrieve
 app = typer.Typer(
     help="fgmm: multi-modal, knowledge-augmented fine-grained visual recognition.\n\n"
          "Start with `fgmm demo`; see `fgmm COMMAND --help` for each command.",
-    no_args_is_help=True, pretty_exceptions_enable=False,
+    epilog=EXIT_CODES_HELP, no_args_is_help=True, pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
 data_app.command("audit", epilog=AUDIT_EXAMPLES)(audit)
@@ -52,13 +52,15 @@ def _legacy_demo(folder: Path) -> bool:
 @app.command(epilog="Example: fgmm demo --out fgmm-demo")
 @friendly_errors
 def demo(
-    out: Path = typer.Option(Path("fgmm-demo"), help="report folder (dataset, cache, results, plots)"),
+    out: Path = typer.Option(Path("fgmm-demo"), "--out", "-o", help="report folder (dataset, cache, results, "
+                                                                   "plots)"),
     classes: int = typer.Option(20, help="number of procedural classes"),
     images: int = typer.Option(40, help="images per class"),
     unseen: int = typer.Option(5, help="classes held out for zero-shot"),
     noise: float = typer.Option(0.2, help="web-style label noise on training labels"),
     seed: int = typer.Option(0, help="random seed"),
-    vision: str = typer.Option("efficientnet_lite0", help="frozen vision encoder (any timm name)"),
+    vision: str = typer.Option("efficientnet_lite0", help="frozen vision encoder (any timm name; the demo's "
+                                                          "fast default, other commands use efficientnet_lite2)"),
     image_size: int = typer.Option(160, min=16, help="encoder input size"),
     tasks: str = typer.Option(",".join(("image", "kg", "zsl", "text", "retrieval")),
                               help="comma-separated tasks to run"),
@@ -85,9 +87,18 @@ def demo(
     console.print(f"total {results['seconds']['total']:.1f} s; report: {out / 'report.md'}")
 
 
+def _shipped_example(config: Path | None) -> Path | None:
+    """``--config cub_image``: a bare name that is not a file names an example config shipped with fgmm."""
+    if config is None or config.exists() or config.suffix or len(config.parts) != 1:
+        return config
+    from fgmm.resources import example_config
+
+    return example_config(config.name)
+
+
 TRAIN_OVERRIDES = {"data": "data.root", "model": "model.preset", "vision": "model.vision", "kg": "data.kg",
                    "epochs": "train.epochs", "lr": "train.lr", "finetune": "model.finetune", "out": "train.out_dir",
-                   "skip_bad": "data.skip_bad"}
+                   "skip_bad": "data.skip_bad", "cache": "cache_dir"}
 
 
 @app.command(epilog="Examples:\n\n  fgmm train --config examples/configs/cub_image_kg.yaml\n\n"
@@ -96,7 +107,9 @@ TRAIN_OVERRIDES = {"data": "data.root", "model": "model.preset", "vision": "mode
                     "Models: fgmm list models")
 @friendly_errors
 def train(
-    config: Path | None = typer.Option(None, "--config", "-c", help="experiment YAML/JSON (see examples/configs)"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="experiment YAML/JSON, or the name of an "
+                                                                   "example shipped with fgmm (cub_image, ...: "
+                                                                   "fgmm.resources.example_configs())"),
     data: Path | None = typer.Option(None, help="dataset root (overrides the config)"),
     model: str | None = typer.Option(None, help="model preset: image, image-kg, image-text, image-text-kg, ... "
                                                 "(overrides the config; `fgmm list models`)"),
@@ -107,7 +120,8 @@ def train(
     lr: float | None = typer.Option(None, help="learning rate (overrides the config)"),
     finetune: bool | None = typer.Option(None, "--finetune/--frozen",
                                          help="train the backbone end to end (GPU) or a head on cached features"),
-    out: Path | None = typer.Option(None, help="run folder (overrides the config)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="run folder (overrides the config)"),
+    cache: Path | None = typer.Option(None, "--cache", help=CACHE_HELP),
     skip_bad: bool | None = typer.Option(None, "--skip-bad", help="skip unreadable images (counted, listed)"),
     resume: bool = typer.Option(False, "--resume", help="continue the unfinished run in the run folder "
                                                         "(same settings and data)"),
@@ -115,6 +129,7 @@ def train(
                                                       "after every check passed)"),
     force: bool = typer.Option(False, "--force", help="write into a non-empty folder that is not an fgmm run "
                                                       "(its files are never overwritten or deleted)"),
+    as_json: bool = typer.Option(False, "--json", help="print the training summary as JSON to stdout"),
 ) -> None:
     """Train a model (image, + text, + knowledge graph, ...) into a run folder; the model lands in RUN/model.
 
@@ -124,11 +139,15 @@ def train(
     """
     from fgmm.experiment import ExperimentConfig, train_experiment
 
+    config = _shipped_example(config)
     values = {"data": data, "model": model, "vision": vision, "kg": kg, "epochs": epochs, "lr": lr,
-              "finetune": finetune, "out": out, "skip_bad": skip_bad}
+              "finetune": finetune, "out": out, "skip_bad": skip_bad, "cache": cache}
     cfg = ExperimentConfig.from_sources(config, {TRAIN_OVERRIDES[k]: v for k, v in values.items()},
                                         names={v: f"--{k.replace('_', '-')}" for k, v in TRAIN_OVERRIDES.items()})
     result = train_experiment(cfg, resume=resume, fresh=fresh, force=force)
+    if as_json:
+        print_json(result)
+        return
     best = result["best_val_top1"]
     summary = f"trained {result['steps']} steps ({result['stop_reason']})"
     console.print(summary + (f"; best validation top-1 {100 * best:.1f}%" if best is not None else ""))
@@ -141,11 +160,15 @@ def train(
 def evaluate(
     run: Path = typer.Argument(..., help="run folder written by `fgmm train`"),
     data: Path | None = typer.Option(None, help="dataset root (default: the one the run trained on)"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON to stdout"),
 ) -> None:
     """Top-1 (overall and mean per class) on the test split, per-class and confusion plots, eval.json in the run."""
     from fgmm.experiment import evaluate_run
 
     metrics = evaluate_run(run, data)
+    if as_json:
+        print_json(metrics)
+        return
     console.print(f"test top-1 {100 * metrics['top1']:.2f}% (mean per class {100 * metrics['mean_class_top1']:.2f}%) "
                   f"on {metrics['n_test']} samples; plots and eval.json in {run}")
 
