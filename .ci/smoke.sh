@@ -34,17 +34,16 @@ fgmm data check cub200 --shallow
 fgmm kg import-cub cub200 --out cub.ttl
 fgmm kg validate cub.ttl
 
-say "train and evaluate on the procedural set"
+say "train and evaluate on the procedural set; a shipped example config by name"
 fgmm data generate --out proc --classes 4 --images 6 --unseen 0 --noise 0 --no-audio
-fgmm train --data proc --vision efficientnet_lite0 --epochs 3 --out run
-fgmm evaluate run
+fgmm train -c cub_image --data proc --vision efficientnet_lite0 --epochs 3 --out run
+fgmm evaluate run --json > eval.json
+python -c "import json; m = json.load(open('eval.json')); assert 0 <= m['top1'] <= 1, m"
 test -f run/eval.json
 
-# ---- predict (issue 10) --------------------------------------------------------------------------
-# When `fgmm predict` lands, uncomment:
-#   fgmm predict run proc/images/000-000.jpg --json > predict.json
-#   python -c "import json; r = json.load(open('predict.json')); assert r, r"
-# ----------------------------------------------------------------------------------------------------
+say "predict with the trained model (issue 10: fgmm predict)"
+fgmm predict run proc/images/000-000.jpg -k 2 --json > predict.json
+python -c "import json; r = json.load(open('predict.json')); assert len(r) == 1 and len(r[0]['top']) == 2, r"
 
 say "retrieval: index a folder of images, query it with an image"
 fgmm index build --images proc/images --vision efficientnet_lite0 --out photo-index
