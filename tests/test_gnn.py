@@ -164,3 +164,27 @@ def test_propagation_features_reject_a_taxonomy_cycle():
     data["class", "subclass_of", "class"].edge_weight = torch.ones(6)
     with pytest.raises(DataError, match="cycle"):
         propagation_features(ClassGraph.from_hetero(data))
+
+
+def test_rewired_graph_keeps_every_degree_but_not_the_links():
+    from fgmm.gnn.propagation import NODE_TYPES, ClassGraph
+
+    rng = np.random.default_rng(0)
+    attributes = (rng.random((12, 20)) < 0.4) * rng.random((12, 20))
+    graph = ClassGraph.from_matrix(attributes, [f"c{i}" for i in range(12)], parents=[i // 4 for i in range(12)])
+    rewired = graph.rewired(seed=1)
+
+    def degrees(g, a, b):
+        src, dst = g.edge_index
+        kind = g.node_type
+        mask = (kind[src] == NODE_TYPES.index(a)) & (kind[dst] == NODE_TYPES.index(b))
+        links = set(zip(src[mask].tolist(), dst[mask].tolist(), strict=True))
+        return (torch.bincount(src[mask], minlength=g.num_nodes), torch.bincount(dst[mask], minlength=g.num_nodes),
+                links)
+
+    for a, b in (("class", "attribute"), ("class", "taxon")):
+        before, after = degrees(graph, a, b), degrees(rewired, a, b)
+        assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+    assert degrees(graph, "class", "attribute")[2] != degrees(rewired, "class", "attribute")[2]
+    assert rewired.edge_index.shape == graph.edge_index.shape and rewired.num_labels == graph.num_labels
+    assert torch.equal(graph.rewired(seed=1).edge_index, rewired.edge_index)  # seeded

@@ -158,6 +158,47 @@ class ClassGraph:
             graph.subclass_edges = edges[-1]
         return graph
 
+    def rewired(self, seed: int = 0, swaps_per_edge: int = 10) -> ClassGraph:
+        """A random graph with the same degree sequence, for ablations (does the *knowledge* matter?).
+
+        Class → attribute links are rewired by degree-preserving double-edge swaps (Maslov & Sneppen,
+        2002: links (c1, a1), (c2, a2) become (c1, a2), (c2, a1) when neither exists; strengths travel with
+        the links), so every class keeps its number of attributes and every attribute its number of
+        classes; the parents of the classes are permuted among the classes, so every taxon keeps its
+        number of child classes. Taxon → taxon and attribute → part edges are kept; node features dropped.
+        """
+        rng = np.random.default_rng(seed)
+        src, dst = self.edge_index
+        types = self.node_type
+        kinds = {name: NODE_TYPES.index(name) for name in NODE_TYPES}
+
+        def directed(a: str, b: str) -> Tensor:
+            return (types[src] == kinds[a]) & (types[dst] == kinds[b])
+
+        links, parents = directed("class", "attribute"), directed("class", "taxon")
+        rewired = links | parents | directed("attribute", "class") | directed("taxon", "class")
+        pairs = self.edge_index[:, links].numpy().copy()
+        present = set(zip(pairs[0].tolist(), pairs[1].tolist(), strict=True))
+        n = pairs.shape[1]
+        for i, j in rng.integers(0, n, size=(swaps_per_edge * n, 2)) if n > 1 else ():
+            (c1, c2), (a1, a2) = pairs[0, [i, j]], pairs[1, [i, j]]
+            if c1 == c2 or a1 == a2 or (c1, a2) in present or (c2, a1) in present:
+                continue
+            present -= {(c1, a1), (c2, a2)}
+            present |= {(c1, a2), (c2, a1)}
+            pairs[1, i], pairs[1, j] = a2, a1
+        children = self.edge_index[:, parents].clone()
+        children[1] = children[1][torch.as_tensor(rng.permutation(children.shape[1]))]
+        edges = [self.edge_index[:, ~rewired], torch.as_tensor(pairs), children]
+        weights = [self.edge_weight[~rewired], self.edge_weight[links], self.edge_weight[parents]]
+        parent_of = dict(zip(children[0].tolist(), children[1].tolist(), strict=True))
+        child, parent = self.subclass_edges
+        new_parent = torch.tensor([parent_of.get(int(c), int(p)) for c, p in zip(child, parent, strict=True)],
+                                  dtype=parent.dtype)
+        graph = self._build(edges, weights, types, self.label_nodes, list(self.class_names))
+        graph.subclass_edges = torch.stack([child, new_parent])
+        return graph
+
     @classmethod
     def _build(cls, edges: list[Tensor], weights: list[Tensor], node_type: Tensor, label_nodes: Tensor,
                class_names: list[str]) -> ClassGraph:

@@ -7,11 +7,17 @@ procedural demo set: :func:`fgmm.kg.build_procedural_kg`), else a graph made fro
 class × attribute matrix. Every model is an :class:`fgmm.FGModel` on the frozen image features.
 
 * ``kg``: preset ``"image-kg"`` (whitened image space, class means blended with prototypes regressed
-  from the graph). The whitening shrinkage and the blend weight are chosen by top-1 averaged over
-  three inner 80/20 splits of the training images. Keys ``kg_top1``, ``kg_top1_nokg`` — the ablation
-  without the graph: the same space with nearest class means (preset ``"image-ncm"``), its shrinkage
-  chosen by the same inner validation on its own — ``kg_mean_weight``, ``kg_shrinkage``,
-  ``kg_nokg_shrinkage`` and ``kg_gamma``.
+  from the graph). The whitening shrinkage, the ridge and the blend weight are chosen by top-1
+  averaged over three inner 80/20 splits of the training images. Keys (overall top-1):
+
+  - ``kg_top1``, and ``kg_top1_nokg`` — the ablation without the graph: the same space with nearest
+    class means (preset ``"image"``), its shrinkage chosen by the same inner validation on its own;
+  - ``kg_top1_random`` — the same model and selection over a random graph with the same degree
+    sequence (:meth:`fgmm.gnn.ClassGraph.rewired`): does the *knowledge* matter, or any graph?
+  - ``kg_top1_5shot``, ``kg_top1_5shot_nokg`` — the same three with 5 training images per class (a
+    seeded draw, the selection on those 5 images only), same test images;
+  - ``kg_mean_weight``, ``kg_shrinkage``, ``kg_ridge``, ``kg_nokg_shrinkage``, ``kg_gamma`` (and
+    ``_5shot`` variants): what was chosen.
 * ``zsl``: preset ``"image-kg"`` trained on the seen classes only; every image of an unseen class is a
   test image. Keys ``zsl_unseen50_top1`` (mean per-class top-1 among the unseen classes),
   ``gzsl_seen``, ``gzsl_unseen``, ``gzsl_h`` (all classes compete, calibrated stacking with ``gamma``
@@ -43,7 +49,11 @@ from fgmm.zeroshot import gzsl_accuracy, zero_shot_split, zsl_accuracy
 #: blend weights of a class' image mean tried by the ``kg`` task (1: the graph is ignored for trained classes)
 MEAN_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: whitening shrinkages tried by the ``kg`` task
-SHRINKAGES: tuple[float, ...] = (1.0, 3.0)
+SHRINKAGES: tuple[float, ...] = (0.3, 1.0, 3.0)
+#: kernel-ridge regularisations of the graph prototypes tried by the ``kg`` task
+RIDGES: tuple[float, ...] = (0.1, 0.3, 1.0)
+#: training images per class of the few-shot keys
+SHOTS = 5
 #: inner holdout splits of the training images the ``kg`` task averages its validation over
 VALIDATION_FOLDS = 3
 
@@ -80,47 +90,81 @@ def _table(ctx: TaskContext, indices: np.ndarray) -> dict[str, ModalityTable]:
     return {"image": ModalityTable.one_per_sample(ctx.features["image"][torch.as_tensor(indices)])}
 
 
-def _kg_model(ctx: TaskContext, shrinkage: float, mean_weight: float = 0.5, calibrate: bool = True):
-    return ctx.model("image-kg", kg=task_graph(ctx),
+def _kg_model(ctx: TaskContext, shrinkage: float, mean_weight: float = 0.5, ridge: float = 0.3,
+              calibrate: bool = True, graph: ClassGraph | None = None):
+    return ctx.model("image-kg", kg=graph if graph is not None else task_graph(ctx),
                      modalities={"image": {"projection_options": {"shrinkage": shrinkage}}},
-                     class_embeddings={"options": {"mean_weight": mean_weight}, "calibrate": calibrate})
+                     class_embeddings={"options": {"mean_weight": mean_weight, "ridge": ridge},
+                                       "calibrate": calibrate})
 
 
-def _choose_blend(ctx: TaskContext, train: np.ndarray) -> dict[tuple[float, float], float]:
-    """Top-1 averaged over inner validation splits for every (whitening shrinkage, mean weight)."""
+def _validation(ctx: TaskContext, train: np.ndarray, graph: ClassGraph
+                ) -> dict[tuple[float, float, float], float]:
+    """Top-1 averaged over inner 80/20 splits of ``train`` for every (shrinkage, ridge, mean weight)."""
     features, labels = ctx.features["image"], ctx.labels()
-    accuracy: dict[tuple[float, float], list[float]] = {}
+    accuracy: dict[tuple[float, float, float], list[float]] = {}
     for fold in range(VALIDATION_FOLDS):
         inner = np.asarray(holdout_split(labels[train].numpy(), 0.2, seed=ctx.seed + fold))
         fit, validation = train[inner == "train"], train[inner == "test"]
         for shrinkage in SHRINKAGES:
-            probe = _kg_model(ctx, shrinkage, calibrate=False)
+            probe = _kg_model(ctx, shrinkage, calibrate=False, graph=graph)
             probe.fit_features(_table(ctx, fit), labels[fit])
-            for weight in MEAN_WEIGHTS:
-                probe.class_source.mean_weight = weight
-                accuracy.setdefault((shrinkage, weight), []).append(
-                    top1(probe, {"image": features[validation]}, labels[validation]))
+            embedded = probe.embed("image", features[fit])  # the space does not depend on the ridge
+            for ridge in RIDGES:
+                probe.class_source.ridge = ridge
+                probe.class_source.fit(embedded, labels[fit])
+                for weight in MEAN_WEIGHTS:
+                    probe.class_source.mean_weight = weight
+                    accuracy.setdefault((shrinkage, ridge, weight), []).append(
+                        top1(probe, {"image": features[validation]}, labels[validation]))
     return {key: float(np.mean(values)) for key, values in accuracy.items()}
+
+
+def _kg_protocol(ctx: TaskContext, train: np.ndarray, test: np.ndarray, suffix: str = "",
+                 random_graph: bool = True) -> dict[str, float]:
+    """``kg_top1``, ``kg_top1_nokg`` (and ``kg_top1_random``) of models fitted on ``train`` (keys + ``suffix``)."""
+    features, labels = ctx.features["image"], ctx.labels()
+    evaluate = {"image": features[test]}
+    graphs = {"": task_graph(ctx)}
+    if random_graph:
+        graphs["_random"] = graphs[""].rewired(seed=ctx.seed)
+    metrics: dict[str, float] = {}
+    for name, graph in graphs.items():
+        validation = _validation(ctx, train, graph)
+        # ties go to the larger mean weight: trust the images over the graph
+        shrinkage, ridge, weight = max(validation, key=lambda key: (validation[key], key[2], key[1]))
+        model = _kg_model(ctx, shrinkage, weight, ridge, graph=graph)
+        model.fit_features(_table(ctx, train), labels[train])
+        metrics[f"kg_top1{name}{suffix}"] = top1(model, evaluate, labels[test])
+        if not name:
+            ctx.shared[f"kg_model{suffix}"] = model
+            metrics.update({f"kg_mean_weight{suffix}": weight, f"kg_shrinkage{suffix}": shrinkage,
+                            f"kg_ridge{suffix}": ridge, f"kg_gamma{suffix}": float(model.gamma)})
+            # the ablation without the graph: nearest class mean, its own shrinkage chosen the same way
+            nokg = max(SHRINKAGES, key=lambda s: (max(v for k, v in validation.items() if k[0] == s and k[2] == 1.0),
+                                                  s))
+            no_graph = ctx.model("image", modalities={"image": {"projection_options": {"shrinkage": nokg}}})
+            no_graph.fit_features(_table(ctx, train), labels[train])
+            metrics[f"kg_top1{suffix}_nokg"] = top1(no_graph, evaluate, labels[test])
+            metrics[f"kg_nokg_shrinkage{suffix}"] = nokg
+    return metrics
+
+
+def few_shot(labels: np.ndarray, indices: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """A seeded draw of ``shots`` of ``indices`` per class (all of a class that has fewer), sorted."""
+    rng = np.random.default_rng([seed, shots])
+    chosen = [rng.choice(members, size=min(shots, len(members)), replace=False)
+              for members in (indices[labels[indices] == c] for c in np.unique(labels[indices]))]
+    return np.sort(np.concatenate(chosen))
 
 
 @TASKS.register("kg")
 def kg_task(ctx: TaskContext) -> dict[str, float]:
-    features, labels = ctx.features["image"], ctx.labels()
     train, test = _train_test(ctx)
-    validation = _choose_blend(ctx, train)
-    # ties go to the larger mean weight: trust the images over the graph
-    shrinkage, weight = max(validation, key=lambda key: (validation[key], key[1]))
-    # the ablation without the graph: nearest class mean, its own shrinkage chosen the same way
-    nokg_shrinkage = max(SHRINKAGES, key=lambda s: (validation[(s, 1.0)], s))
-    model = _kg_model(ctx, shrinkage, weight)
-    model.fit_features(_table(ctx, train), labels[train])
-    ctx.shared["kg_model"] = model
-    no_graph = ctx.model("image-ncm", modalities={"image": {"projection_options": {"shrinkage": nokg_shrinkage}}})
-    no_graph.fit_features(_table(ctx, train), labels[train])
-    return {"kg_top1": top1(model, {"image": features[test]}, labels[test]),
-            "kg_top1_nokg": top1(no_graph, {"image": features[test]}, labels[test]),
-            "kg_mean_weight": weight, "kg_shrinkage": shrinkage, "kg_nokg_shrinkage": nokg_shrinkage,
-            "kg_gamma": float(model.gamma)}
+    metrics = _kg_protocol(ctx, train, test)
+    metrics.update(_kg_protocol(ctx, few_shot(ctx.dataset.labels, train, SHOTS, ctx.seed), test,
+                                suffix=f"_{SHOTS}shot", random_graph=False))
+    return metrics
 
 
 def _gnn_model(ctx: TaskContext, free_weights: bool):
