@@ -75,7 +75,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     dataset = generate_procedural(out / "data", num_classes=config.num_classes,
                                   images_per_class=config.images_per_class,
                                   unseen_classes=config.unseen_classes, noise_rate=config.noise_rate,
-                                  seed=config.seed)
+                                  seed=config.seed, progress=config.progress)
     generated = time.perf_counter() - start
     ctx, stats = build_context(dataset, cache=FeatureCache(out / "cache"), vision=config.vision,
                                image_size=config.image_size, seed=config.seed, quick=True,

@@ -81,3 +81,13 @@ def test_trainer_shows_the_loss_often(tmp_path, capsys):
     Trainer(toy_model(), config, toy_data(24)).fit()
     shown = capsys.readouterr().err
     assert shown.count("loss=") >= 2 and "epoch 2/2" in shown
+
+
+def test_long_data_steps_show_progress(tmp_path, capsys):
+    from fgmm.data import check_dataset, generate_procedural
+
+    generate_procedural(tmp_path / "gen", num_classes=2, images_per_class=3, image_size=32, unseen_classes=0,
+                        with_audio=False, progress=True)
+    assert "generating samples" in capsys.readouterr().err
+    assert check_dataset(tmp_path / "gen", progress=True).ok
+    assert "checking images" in capsys.readouterr().err

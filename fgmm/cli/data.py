@@ -37,7 +37,7 @@ def check(
 
     if out is not None:
         check_new_file(out, force, what="JSON report (--out)")
-    report = check_dataset(root, deep=not shallow, allow_subset=allow_subset)
+    report = check_dataset(root, deep=not shallow, allow_subset=allow_subset, progress=True)
     data = report.to_dict()
     if as_json:
         print_json(data)
@@ -72,5 +72,5 @@ def generate(
 
     out = one_path(out, out_argument, "dataset folder", "with --out/-o DIR")
     dataset = generate_procedural(out, num_classes=classes, images_per_class=images, unseen_classes=unseen,
-                                  noise_rate=noise, seed=seed, with_audio=audio, force=force)
+                                  noise_rate=noise, seed=seed, with_audio=audio, force=force, progress=True)
     console.print(f"wrote {len(dataset)} samples of {dataset.num_classes} classes to {out}")

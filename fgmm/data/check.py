@@ -39,17 +39,20 @@ def _scan(path: Path, digest: bool) -> ImageScan:
         return ImageScan(path, exc.problem)
 
 
-def scan_images(paths: Iterable[Path], *, digest: bool = False,
-                workers: int | None = None) -> list[ImageScan]:
+def scan_images(paths: Iterable[Path], *, digest: bool = False, workers: int | None = None,
+                progress: bool = False) -> list[ImageScan]:
     """Fully decode every image (and hash it when ``digest``), in order, on a small thread pool.
 
     Decoding releases the GIL in Pillow, so threads scale with cores; ``workers`` defaults to the
-    number of CPUs (at most 8).
+    number of CPUs (at most 8). ``progress`` shows a bar (on stderr).
     """
+    from tqdm.auto import tqdm
+
     paths = list(paths)
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: _scan(p, digest), paths, chunksize=32))
+        scans = pool.map(lambda p: _scan(p, digest), paths, chunksize=32)
+        return list(tqdm(scans, total=len(paths), desc="checking images", unit="img", disable=not progress))
 
 
 @dataclass
@@ -144,7 +147,8 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _fill(report: CheckReport, dataset: MultiModalDataset, deep: bool, workers: int | None) -> None:
+def _fill(report: CheckReport, dataset: MultiModalDataset, deep: bool, workers: int | None,
+          progress: bool = False) -> None:
     report.num_samples, report.num_classes = len(dataset), dataset.num_classes
     report.split_protocol = dataset.split_protocol
     report.split_counts = {part: dataset.split.count(part) for part in dict.fromkeys(dataset.split)}
@@ -163,7 +167,7 @@ def _fill(report: CheckReport, dataset: MultiModalDataset, deep: bool, workers: 
         return
     missing = set(report.missing_files)
     with_image = [s for s in dataset.samples if s.image is not None and str(s.image) not in missing]
-    scans = scan_images([s.image for s in with_image], digest=True, workers=workers)
+    scans = scan_images([s.image for s in with_image], digest=True, workers=workers, progress=progress)
     groups: dict[str, list[str]] = defaultdict(list)
     for sample, scan in zip(with_image, scans, strict=True):
         if scan.problem is not None:
@@ -178,12 +182,14 @@ def _fill(report: CheckReport, dataset: MultiModalDataset, deep: bool, workers: 
 
 
 def check_dataset(dataset_or_root: MultiModalDataset | str | Path, *, deep: bool = True,
-                  format: str | None = None, workers: int | None = None, allow_subset: bool = False) -> CheckReport:
+                  format: str | None = None, workers: int | None = None, allow_subset: bool = False,
+                  progress: bool = False) -> CheckReport:
     """Check a dataset or a dataset root (format auto-detected unless ``format`` is given).
 
     A root that fails to load gives a report with ``load_error`` set (and ``ok`` false) rather
     than an exception. ``deep`` decodes and hashes every image (about 2 ms per CUB image and core).
-    ``allow_subset`` turns files named by the metadata but absent from errors into warnings.
+    ``allow_subset`` turns files named by the metadata but absent from errors into warnings. ``progress``
+    shows a bar (on stderr) while the images are decoded.
     """
     from fgmm.data import load_dataset  # the format registry imports the loaders, which import us
 
@@ -198,6 +204,6 @@ def check_dataset(dataset_or_root: MultiModalDataset | str | Path, *, deep: bool
     report = CheckReport(root=str(dataset.root) if dataset.root else None,
                          dataset_format=dataset.meta.get("format", "folder"), name=dataset.name, deep=deep,
                          allow_subset=allow_subset)
-    _fill(report, dataset, deep, workers)
+    _fill(report, dataset, deep, workers, progress)
     report.seconds = time.perf_counter() - start
     return report

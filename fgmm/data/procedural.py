@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 from fgmm.data.folder import DATASET_FILES, claim_dataset_folder, load_folder, write_folder
 from fgmm.data.sample import MultiModalDataset, Sample
@@ -467,7 +468,7 @@ def _make_sample(spec: dict, image_index: int, out_dir: Path, image_size: int, s
 
 def generate_procedural(out_dir: str | Path, *, num_classes: int = 20, images_per_class: int = 40,
                         image_size: int = 96, unseen_classes: int = 5, noise_rate: float = 0.2, seed: int = 0,
-                        with_audio: bool = True, force: bool = False) -> MultiModalDataset:
+                        with_audio: bool = True, force: bool = False, progress: bool = False) -> MultiModalDataset:
     """Write the procedural dataset to ``out_dir`` in the folder format and return it loaded.
 
     Seen classes are split per class (a seeded 25% holdout); samples of unseen classes are all
@@ -478,6 +479,7 @@ def generate_procedural(out_dir: str | Path, *, num_classes: int = 20, images_pe
     stream, so the bytes do not depend on scheduling. ``out_dir`` must be absent, empty or a dataset
     folder fgmm wrote (whose files are then rewritten); any other folder needs ``force``, and even then
     no file that is already there is overwritten (:func:`fgmm.data.folder.claim_dataset_folder`).
+    ``progress`` shows a bar (on stderr) while the samples are made.
 
     Raises:
         ConfigError: an argument out of range. OwnershipError: ``out_dir`` holds files fgmm did not create.
@@ -494,8 +496,9 @@ def generate_procedural(out_dir: str | Path, *, num_classes: int = 20, images_pe
     # before any file is written; the sample files go straight to images/ and audio/, so those must be fgmm's too
     claim_dataset_folder(out_dir, force, reserved=(*DATASET_FILES, "images", "audio", "texts"))
     jobs = [(spec, image_index) for spec in specs for image_index in range(images_per_class)]
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        samples = list(pool.map(lambda job: _make_sample(*job, out_dir, image_size, seed, with_audio), jobs))
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # progress: a bar on stderr
+        made = pool.map(lambda job: _make_sample(*job, out_dir, image_size, seed, with_audio), jobs)
+        samples = list(tqdm(made, total=len(jobs), desc="generating samples", unit="sample", disable=not progress))
     unseen = [c["index"] for c in specs if c["unseen"]]
     seen_labels = [-1 if s.label in unseen else s.label for s in samples]
     split = ["test" if s.label in unseen else part
