@@ -102,7 +102,7 @@ def test_metric_head_separates_a_toy_dataset(loss):
     x_test, y_test = _toy(20, generator)
     raw = self_retrieval_metrics(F.normalize(x_test, dim=1) @ F.normalize(x_test, dim=1).T, y_test)
     # few epochs of many small batches: the Trainer checkpoints at every epoch end
-    model = fit_metric_head(x_train, y_train, train=TrainConfig(epochs=4, batch_size=8, lr=1e-2, progress=False,
+    model = fit_metric_head(x_train, y_train, train=TrainConfig(epochs=6, batch_size=8, lr=1e-2, progress=False,
                                                                   amp="off"), dim=8, loss=loss)
     z = model.embed_all(x_test)
     learned = self_retrieval_metrics(z @ z.T, y_test)

@@ -36,6 +36,7 @@ from fgmm.joint.projection import ProjectionHead
 from fgmm.registry import Registry
 from fgmm.train import TrainConfig, Trainer
 from fgmm.train.checkpoint import atomic_write
+from fgmm.train.seed import seed_everything
 
 METRIC_LOSSES: Registry[nn.Module] = Registry("metric loss")
 """``name -> factory(num_classes, dim, **options) -> MetricLoss``."""
@@ -316,8 +317,9 @@ def fit_metric_head(features: torch.Tensor, labels: torch.Tensor, config: Metric
         config = MetricHeadConfig(in_dim=features.shape[1], num_classes=len(classes), **config_kwargs)
     elif config.num_classes < len(classes):
         raise ConfigError(f"metric head: {len(classes)} classes in the labels, config says {config.num_classes}")
-    model = MetricEmbeddingModel(config)
     train = train or TrainConfig(epochs=30, batch_size=256, lr=1e-3, progress=False)
+    seed_everything(train.seed)  # the initial weights and proxies too, not only the Trainer's data order
+    model = MetricEmbeddingModel(config)
     with tempfile.TemporaryDirectory(prefix="fgmm-metric-") as tmp:
         if not keep_run:
             train = dataclasses.replace(train, out_dir=Path(tmp))
