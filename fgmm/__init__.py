@@ -40,6 +40,9 @@ _EXPORTS: dict[str, str] = {
     "fit_joint": "fgmm.joint",
     "EmbeddingIndex": "fgmm.retrieval",
     "Retriever": "fgmm.retrieval",
+    "ImageDescriptor": "fgmm.retrieval.descriptor",
+    "create_metric_loss": "fgmm.retrieval.metric",
+    "create_reranker": "fgmm.retrieval.rerank",
     # training
     "Trainer": "fgmm.train",
     "TrainConfig": "fgmm.train",
