@@ -148,7 +148,7 @@ def _birdnet_classes(ctx: TaskContext, labels: list[str]) -> list[list[int]]:
                              ctx.dataset.meta.get("class_folders"))
 
 
-def _classifier_path(encoder: str, classifier: str, **options) -> Callable:
+def classifier_path(encoder: str, classifier: str, **options) -> Callable:
     def path(run: AudioRun, fold: Fold) -> tuple[torch.Tensor, list[int]]:
         windows, labels = run.windows(encoder), run.labels
         model = create_recording_classifier(classifier, **options)
@@ -158,8 +158,8 @@ def _classifier_path(encoder: str, classifier: str, **options) -> Callable:
     return path
 
 
-AUDIO_PATHS.register("default")(_classifier_path("default", "window_ncm", shrinkage=None))
-AUDIO_PATHS.register("birdnet")(_classifier_path("birdnet", "ncm", shrinkage=None))
+AUDIO_PATHS.register("default")(classifier_path("default", "window_ncm", shrinkage=None))
+AUDIO_PATHS.register("birdnet")(classifier_path("birdnet", "ncm", shrinkage=None))
 
 
 @AUDIO_PATHS.register("birdnet_species")
@@ -177,13 +177,20 @@ def birdnet_species_path(run: AudioRun, fold: Fold) -> tuple[torch.Tensor, list[
     return torch.log_softmax(torch.where(torch.isfinite(scores), scores, floor), dim=1), classes
 
 
-@AUDIO_PATHS.register("birdnet_fused")
-def birdnet_fused_path(run: AudioRun, fold: Fold) -> tuple[torch.Tensor, list[int]]:
-    """``birdnet`` + :data:`SPECIES_WEIGHT` x ``birdnet_species`` log-probabilities, renormalised."""
-    embedding, classes = AUDIO_PATHS.get("birdnet")(run, fold)
-    species, species_classes = birdnet_species_path(run, fold)
-    assert classes == species_classes
-    return torch.log_softmax(embedding + SPECIES_WEIGHT * species, dim=1), classes
+def fused_path(weight: float) -> Callable:
+    """``birdnet`` + ``weight`` x ``birdnet_species`` log-probabilities, renormalised (a product of experts)."""
+
+    def path(run: AudioRun, fold: Fold) -> tuple[torch.Tensor, list[int]]:
+        embedding, classes = AUDIO_PATHS.get("birdnet")(run, fold)
+        species, species_classes = birdnet_species_path(run, fold)
+        if classes != species_classes:  # pragma: no cover - both are the sorted training classes
+            raise RuntimeError("BirdNET paths disagree on the classes")
+        return torch.log_softmax(embedding + weight * species, dim=1), classes
+
+    return path
+
+
+AUDIO_PATHS.register("birdnet_fused")(fused_path(SPECIES_WEIGHT))
 
 
 def available_paths(run: AudioRun) -> list[str]:
@@ -235,7 +242,7 @@ def _retrieval(ctx: TaskContext, audio_log_probs: torch.Tensor, audio_classes: l
             "a2i_mAP": mean_average_precision(scores.T, audio_labels, image_labels)}
 
 
-def _top1(log_probs: torch.Tensor, classes: list[int], labels: np.ndarray) -> float:
+def recording_top1(log_probs: torch.Tensor, classes: list[int], labels: np.ndarray) -> float:
     return float((np.asarray(classes)[log_probs.argmax(dim=1).numpy()] == labels).mean())
 
 
@@ -246,7 +253,7 @@ def _contract(ctx: TaskContext, run: AudioRun, path: str) -> dict[str, float]:
     if not len(test):
         raise DataError(ctx.dataset.root, "no held-out recording of a class with a training recording")
     log_probs, classes = AUDIO_PATHS.get(path)(run, Fold(train, test))
-    return {"audio_top1": _top1(log_probs, classes, labels[test]),
+    return {"audio_top1": recording_top1(log_probs, classes, labels[test]),
             **_retrieval(ctx, log_probs, classes, labels[test])}
 
 
@@ -268,7 +275,7 @@ def _dev(ctx: TaskContext, run: AudioRun, path: str) -> dict[str, float]:
     metrics = {}
     for name, folds in (("loo", leave_one_out_folds(labels)),
                         ("1shot", one_shot_folds(labels, ctx.seed, ONE_SHOT_REPEATS))):
-        hits = [_top1(*fn(run, fold), labels[fold.test]) for fold in folds]
+        hits = [recording_top1(*fn(run, fold), labels[fold.test]) for fold in folds]
         metrics[f"audio_top1_dev_{name}_{path}"] = float(np.mean(hits)) if hits else None
     draws = [_retrieval(ctx, *fn(run, fold), labels[fold.test]) for fold in _dev_draws(labels, ctx.seed)]
     for key in ("i2a_mAP", "a2i_mAP"):
