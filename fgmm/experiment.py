@@ -192,32 +192,14 @@ def data_fingerprint(dataset: MultiModalDataset) -> str:
     return hashlib.sha256(json.dumps([dataset.class_names, rows]).encode()).hexdigest()[:16]
 
 
-def _knowledge(cfg: ExperimentConfig, dataset: MultiModalDataset, needs_graph: bool) -> Any:
-    """The knowledge graph for the model's class embeddings (``None`` when its source needs none)."""
-    if not needs_graph:
-        return None
-    from fgmm.kg import KnowledgeGraph, dataset_kg
-
-    if cfg.data.kg is not None:
-        return KnowledgeGraph.load(cfg.data.kg)
-    kg = dataset_kg(dataset)
-    if kg is None and dataset.class_attributes is None:
-        raise DataError(cfg.data.root, "the model's class embeddings come from a knowledge graph, and this dataset "
-                                       "ships none: set data.kg to a Turtle/N-Triples/JSON-LD file")
-    return kg if kg is not None else dataset.class_attributes
-
-
 def build_model(cfg: ExperimentConfig, dataset: MultiModalDataset) -> FGModel:
-    """The untrained model ``cfg`` describes, for ``dataset``'s classes, seeded by ``cfg.train.seed``."""
-    from fgmm.space.class_sources import CLASS_SOURCES
+    """The untrained model ``cfg`` describes, for ``dataset``'s classes, seeded by ``cfg.train.seed``;
+    a knowledge graph comes from ``data.kg`` or the dataset (see :func:`fgmm.create_model`)."""
+    from fgmm.kg import KnowledgeGraph
 
-    overrides = cfg.model.overrides()
-    config = model_config(cfg.model.preset, **overrides)
-    needs_graph = getattr(CLASS_SOURCES.get(config.class_embeddings.source), "needs_graph", False)
-    kg = _knowledge(cfg, dataset, needs_graph)
+    kg = KnowledgeGraph.load(cfg.data.kg) if cfg.data.kg is not None else None
     seed_everything(cfg.train.seed)
-    return create_model(cfg.model.preset, classes=dataset.class_names, kg=kg,
-                        class_order=dataset.meta.get("class_folders"), seed=cfg.train.seed, **overrides)
+    return create_model(cfg.model.preset, kg=kg, dataset=dataset, seed=cfg.train.seed, **cfg.model.overrides())
 
 
 def train_experiment(cfg: ExperimentConfig, *, resume: bool = False, fresh: bool = False,

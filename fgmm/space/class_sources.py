@@ -225,7 +225,7 @@ def create_class_source(name: str, num_classes: int, dim: int, graph: ClassGraph
     factory = CLASS_SOURCES.get(name)
     if getattr(factory, "needs_graph", False):
         if graph is None:
-            raise ConfigError(f"the '{name}' class source needs a knowledge graph: pass kg=... "
-                              "(a fgmm.KnowledgeGraph, HeteroData, ClassGraph or a class x attribute matrix)")
+            raise ConfigError(f"the '{name}' class source needs a knowledge graph: pass kg=... (a fgmm.KnowledgeGraph, "
+                              "HeteroData, ClassGraph or a class x attribute matrix; `fgmm train`: --kg FILE)")
         return factory(num_classes=num_classes, dim=dim, graph=graph, **options)
     return factory(num_classes=num_classes, dim=dim, **options)

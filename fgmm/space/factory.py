@@ -26,6 +26,7 @@ import numpy as np
 
 from fgmm.errors import ConfigError
 from fgmm.gnn.propagation import ClassGraph
+from fgmm.space.class_sources import CLASS_SOURCES
 from fgmm.space.config import FGModelConfig
 from fgmm.train.config import config_from_dict
 
@@ -93,7 +94,8 @@ def class_graph(kg: Any, class_names: Sequence[str], class_order: Sequence[str] 
 
 
 def create_model(model: str | dict[str, Any] | FGModelConfig | Path, classes: Sequence[str] | None = None, *,
-                 kg: Any = None, class_order: Sequence[str] | None = None, seed: int = 0, **overrides: Any):
+                 kg: Any = None, class_order: Sequence[str] | None = None, dataset: Any = None, seed: int = 0,
+                 **overrides: Any):
     """Create an :class:`~fgmm.space.FGModel` (untrained) from a preset, a config, or load a saved folder.
 
     Args:
@@ -103,6 +105,9 @@ def create_model(model: str | dict[str, Any] | FGModelConfig | Path, classes: Se
         kg: the knowledge graph for the ``"kg"``/``"gnn"`` class sources (see :func:`class_graph`);
             a :class:`fgmm.KnowledgeGraph` is also saved with the model.
         class_order: the KG's names of the classes when they differ from ``classes``.
+        dataset: a :class:`fgmm.MultiModalDataset` giving ``classes``, ``class_order`` and, when the class
+            embeddings come from a graph and ``kg`` is not given, the dataset's own knowledge graph
+            (:func:`fgmm.kg.dataset_kg`, else its class x attribute matrix).
         seed: seeds the initialisation of the model's weights.
         **overrides: config keys merged into the preset (``dim=512``, ``fusion="mean"``, ...).
 
@@ -112,12 +117,20 @@ def create_model(model: str | dict[str, Any] | FGModelConfig | Path, classes: Se
     from fgmm.space.model import FGModel
 
     if isinstance(model, Path) or (isinstance(model, str) and Path(model).is_dir()):
-        if classes is not None or kg is not None or overrides:
-            raise ConfigError("a saved model folder is loaded as it is: pass no classes, kg or overrides")
+        if classes is not None or kg is not None or dataset is not None or overrides:
+            raise ConfigError("a saved model folder is loaded as it is: pass no classes, kg, dataset or overrides")
         return FGModel.from_pretrained(model)
-    if not classes:
-        raise ConfigError("create_model needs the class names (classes=[...])")
     config = model_config(model, **overrides)
+    if dataset is not None:
+        classes = classes or dataset.class_names
+        class_order = class_order or dataset.meta.get("class_folders")
+        if kg is None and getattr(CLASS_SOURCES.get(config.class_embeddings.source), "needs_graph", False):
+            from fgmm.kg import dataset_kg
+
+            kg = dataset_kg(dataset)
+            kg = kg if kg is not None else dataset.class_attributes
+    if not classes:
+        raise ConfigError("create_model needs the class names (classes=[...] or dataset=...)")
     encoders, towers = {}, {}
     for m, spec in config.modalities.items():
         if spec.trainable:
