@@ -1,4 +1,4 @@
-"""Audio tasks: recording -> class and image <-> recording retrieval (DESIGN.md section 3 keys).
+r"""Audio tasks: recording -> class and image <-> recording retrieval (DESIGN.md section 3 keys).
 
 Recordings: ``dataset.recordings`` (CUB: class-level xeno-canto recordings; those with ``is_train=0`` in
 their metadata are the held-out test recordings), or else the samples that carry audio (procedural
@@ -23,8 +23,10 @@ a training recording), ``i2a_mAP`` (queries: test images of the classes that hav
 gallery: the held-out recordings; class-level relevance) and ``a2i_mAP`` (the reverse), from the best
 available path (:data:`BEST_PATHS`, named under ``audio_path``), and the same keys of every available
 path with its name as suffix (``audio_top1_default``, ``i2a_mAP_birdnet``, ...). Images and recordings
-meet in the class-posterior space of :mod:`fgmm.audio.alignment`; the image posteriors come from the
-image task's head (``ctx.shared["image_model"]``), trained here with the same recipe when absent.
+meet at the class level (:mod:`fgmm.audio.alignment`): a pair is scored by the probability that both
+share their class, :math:`\sum_c p(c \mid \text{image})\, p(c \mid \text{recording})`, over the classes
+with a training recording; the image posteriors come from the image task's model
+(:func:`fgmm.tasks.image.image_model`, fitted once per context).
 
 **Dev keys** (only when no recording is held out, e.g. the developers' CUB bundle), after dropping
 recordings that repeat another one (:func:`~fgmm.audio.recognition.duplicate_recordings`; CUB has
@@ -164,17 +166,18 @@ AUDIO_PATHS.register("birdnet")(classifier_path("birdnet", "ncm", shrinkage=None
 
 @AUDIO_PATHS.register("birdnet_species")
 def birdnet_species_path(run: AudioRun, fold: Fold) -> tuple[torch.Tensor, list[int]]:
-    """BirdNET's species logits, best window and best label per class (classes without a BirdNET label get
-    the lowest score), as log-softmax over the classes with a training recording."""
+    """BirdNET's species logits, best window and best label per class (a class without a BirdNET label gets
+    the recording's lowest score minus 1), as log-softmax over the classes with a training recording."""
     from fgmm.audio.birdnet import species_scores
 
     windows = run.windows("birdnet_logits")
     classes = sorted({int(y) for y in run.labels[fold.train]})
     mapping = [run.birdnet_classes[c] for c in classes]
     scores = torch.stack([species_scores(windows[i], mapping) for i in fold.test])
-    finite = scores[torch.isfinite(scores)]
-    floor = float(finite.min()) - 1.0 if len(finite) else 0.0
-    return torch.log_softmax(torch.where(torch.isfinite(scores), scores, floor), dim=1), classes
+    known = torch.isfinite(scores)
+    floor = torch.where(known, scores, torch.inf).amin(dim=1, keepdim=True) - 1.0  # per recording
+    floor = torch.where(torch.isfinite(floor), floor, torch.zeros_like(floor))
+    return torch.log_softmax(torch.where(known, scores, floor), dim=1), classes
 
 
 def fused_path(weight: float) -> Callable:
