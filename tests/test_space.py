@@ -183,3 +183,15 @@ def test_sample_features_draw_subsets_while_training_and_pool_for_evaluation():
     assert torch.allclose(evaluation[0]["text"], torch.tensor([1.0, 1.0, 1.0, 0.0]) / 3 ** 0.5)
     drawn = {tuple(train[0]["text"].gt(0).tolist()) for _ in range(50)}
     assert all(1 <= sum(d) <= 2 for d in drawn) and len(drawn) > 2
+
+
+def test_overriding_a_component_drops_the_options_written_for_the_presets_one():
+    from fgmm.space import model_config
+
+    config = model_config("image-kg", modalities={"image": {"projection": "mlp"}},
+                          class_embeddings={"source": "free"})
+    assert config.modalities["image"].projection_options == {} and config.class_embeddings.options == {}
+    kept = model_config("image-kg", modalities={"image": {"projection_options": {"shrinkage": 2.0}}})
+    assert kept.modalities["image"].projection == "whiten"
+    assert kept.modalities["image"].projection_options == {"shrinkage": 2.0}
+    assert kept.class_embeddings.options == {"mean_weight": 0.5, "ridge": 0.3}

@@ -71,7 +71,18 @@ def model_config(model: str | dict[str, Any] | FGModelConfig, **overrides: Any) 
         return copy.deepcopy(model)
     data = preset(model) if isinstance(model, str) else copy.deepcopy(model)
     data.pop("description", None)
-    return config_from_dict(FGModelConfig, _merge(data, overrides), source=model if isinstance(model, str) else None)
+    merged = _merge(data, overrides)
+    # options belong to the component they were written for: another projection or class-embedding
+    # source named by the overrides starts from its own defaults
+    for name, spec in overrides.get("modalities", {}).items():
+        base = data.get("modalities", {}).get(name, {})
+        if "projection" in spec and spec["projection"] != base.get("projection") and "projection_options" not in spec:
+            merged["modalities"][name]["projection_options"] = {}
+    chosen = overrides.get("class_embeddings", {})
+    if "source" in chosen and chosen["source"] != data.get("class_embeddings", {}).get("source") \
+            and "options" not in chosen:
+        merged["class_embeddings"]["options"] = {}
+    return config_from_dict(FGModelConfig, merged, source=model if isinstance(model, str) else None)
 
 
 def class_graph(kg: Any, class_names: Sequence[str], class_order: Sequence[str] | None = None) -> ClassGraph:
