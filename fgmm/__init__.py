@@ -31,6 +31,11 @@ _EXPORTS: dict[str, str] = {
     "create_encoder": "fgmm.encoders",
     "list_pretrained": "fgmm.encoders",
     "FeatureCache": "fgmm.cache",
+    # the one multi-modal model
+    "FGModel": "fgmm.space",
+    "FGModelConfig": "fgmm.space",
+    "create_model": "fgmm.space",
+    "list_models": "fgmm.space",
     # knowledge graphs
     "KnowledgeGraph": "fgmm.kg",
     "import_cub": "fgmm.kg",
