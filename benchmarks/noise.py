@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 
 from fgmm.cache import FeatureCache
@@ -48,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, from {SETTINGS}")
     parser.add_argument("--runs", default=",".join(FILTER_RUNS), help=f"filter runs ({', '.join(FILTER_RUNS)})")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     parser.add_argument("--table", type=Path, default=None, help="print the markdown table of a results JSON")
     return parser.parse_args(argv)
 
@@ -78,7 +80,7 @@ def summarise(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
 
 
 def markdown_table(results: dict) -> str:
-    """The README table: one row per filter run, F1 and top-1 for every setting."""
+    """The README table: one row per filter run, F1 and top-1 (%) for every setting (mean ± sd over seeds)."""
     settings = list(results["settings"])
     head = "| filter | signals | " + " | ".join(f"{s} F1 | {s} top-1" for s in settings) + " |"
     lines = [head, "|---|---|" + "---:|---:|" * len(settings)]
@@ -86,11 +88,14 @@ def markdown_table(results: dict) -> str:
         lines.append(f"| {label} | | " + " | ".join(f"— | {100 * results['settings'][s][key]:.1f}" for s in settings)
                      + " |")
     names = list(results["settings"][settings[0]]["runs"])
+    spread = len(results.get("seeds", [])) > 1
     for name in names:
         cells = []
         for s in settings:
             run = results["settings"][s]["runs"][name]
-            cells.append(f"{run['f1']:.3f} | {100 * run['top1']:.1f}")
+            f1_sd = f" ± {run['f1_sd']:.3f}" if spread else ""
+            top1_sd = f" ± {100 * run['top1_sd']:.1f}" if spread else ""
+            cells.append(f"{run['f1']:.3f}{f1_sd} | {100 * run['top1']:.1f}{top1_sd}")
         bold = "**" if name == DEFAULT_FILTER else ""
         lines.append(f"| {bold}`{name}`{bold} | {results['settings'][settings[0]]['runs'][name]['signals']} | "
                      + " | ".join(cells) + " |")
@@ -105,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     if args.root is None or args.out is None:
         raise SystemExit("--root and --out are required (or --table FILE)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     dataset = load_cub(args.root, seed=0)
     ctx, stats = build_context(dataset, cache=FeatureCache(args.cache or default_cache_dir()), seed=0,

@@ -180,7 +180,7 @@ def test_selective_training_records_losses_and_reselects(tmp_path) -> None:
 
     model = SelectiveTraining(FeatureClassifier(LinearHead(24, CLASSES), normalize=True), len(labels), epochs=8,
                               reselect=small_loss_weights(forget_rate=0.2, warmup_epochs=2))
-    config = TrainConfig(epochs=8, batch_size=64, lr=2e-2, out_dir=tmp_path / "run", progress=False, seed=0)
+    config = TrainConfig(epochs=8, batch_size=64, lr=0.1, out_dir=tmp_path / "run", progress=False, seed=0)
     trainer, result = fit_selective(model, config, FeatureDataset({"features": image}, labels))
     losses = model.losses.numpy()
     assert losses.shape == (8, len(labels)) and np.isfinite(losses).all()

@@ -212,6 +212,20 @@ def mixture_split(scores: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.nda
     return posterior > 0.5, posterior
 
 
+def label_log_odds(probabilities: np.ndarray, labels: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    r"""``[N]`` suspicion :math:`\log \frac{1 - \hat p_{\tilde y}}{\hat p_{\tilde y}}`: the log-odds *against*
+    each sample's given label (``probabilities`` clipped to ``[eps, 1 - eps]``)."""
+    given = np.clip(np.asarray(probabilities, dtype=np.float64)[np.arange(len(labels)), labels], eps, 1 - eps)
+    return np.log1p(-given) - np.log(given)
+
+
+def mixture_noise_rate(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Share of wrong labels estimated as the share :func:`mixture_split` puts in the high component of
+    :func:`label_log_odds` (out-of-sample probabilities)."""
+    flagged, _ = mixture_split(label_log_odds(probabilities, labels))
+    return float(flagged.mean())
+
+
 def decide(flagged: np.ndarray, labels: np.ndarray, suggested: np.ndarray, confidence: np.ndarray,
            relabel_threshold: float) -> np.ndarray:
     """Decisions from a flag per sample: a flagged sample is relabelled when the suggestion is a
@@ -232,7 +246,7 @@ def detection_scores(flagged: Sequence[bool] | np.ndarray, noisy: Sequence[bool]
     if flagged.shape != noisy.shape:
         raise ValueError(f"flagged {flagged.shape} and noisy {noisy.shape} differ in shape")
     hits = float((flagged & noisy).sum())
-    precision = hits / flagged.sum() if flagged.any() else 0.0
-    recall = hits / noisy.sum() if noisy.any() else 0.0
+    precision = hits / float(flagged.sum()) if flagged.any() else 0.0
+    recall = hits / float(noisy.sum()) if noisy.any() else 0.0
     f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
     return {"precision": precision, "recall": recall, "f1": f1}

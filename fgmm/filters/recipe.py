@@ -27,6 +27,7 @@ from torch import Tensor
 from fgmm.data.sample import Sample
 from fgmm.filters.base import FilterResult, FilterSignals, create_filter
 from fgmm.filters.probabilities import (
+    MISSING_CLASS_SCORE,
     GramWhitening,
     ScoreModel,
     WhitenedNCM,
@@ -39,6 +40,20 @@ from fgmm.filters.probabilities import (
 KG_MODALITY = "kg"
 
 
+class FittedWhitening:
+    """A whitening fitted elsewhere, whose ``fit`` does nothing (shares one fold's whitening between the
+    image classifier and the KG prototypes)."""
+
+    def __init__(self, whitening: GramWhitening):
+        self.whitening = whitening
+
+    def fit(self, features: Tensor, labels: Tensor) -> FittedWhitening:
+        return self
+
+    def __call__(self, features: Tensor) -> Tensor:
+        return self.whitening(features)
+
+
 class KGPrototypeScores:
     """:class:`fgmm.zeroshot.KGPrototypes` behind the :class:`~fgmm.filters.probabilities.ScoreModel`
     interface: cosines of whitened image features to the prototypes regressed from the graph
@@ -49,12 +64,14 @@ class KGPrototypeScores:
         mean_weight, shrinkage: of :class:`~fgmm.zeroshot.KGPrototypes` and its whitening.
         classes: the graph label of each local label when the filter sees a subset of the graph's
             classes (labels ``0..len(classes)-1``); ``None``: labels are graph labels.
+        whitening: an already fitted whitening of the same features and labels (reused, not refitted).
     """
 
     def __init__(self, graph: Any, mean_weight: float = 0.0, shrinkage: float = 1.0,
-                 classes: Sequence[int] | None = None):
+                 classes: Sequence[int] | None = None, whitening: GramWhitening | None = None):
         self.graph, self.mean_weight, self.shrinkage = graph, mean_weight, shrinkage
         self.classes = None if classes is None else torch.as_tensor(list(classes), dtype=torch.long)
+        self.whitening = whitening
         self.model = None
 
     def fit(self, features: Tensor, labels: Tensor, num_classes: int) -> KGPrototypeScores:
@@ -62,8 +79,10 @@ class KGPrototypeScores:
 
         labels = torch.as_tensor(labels).long()
         global_labels = labels if self.classes is None else self.classes[labels]
-        self.model = KGPrototypes(self.graph, mean_weight=self.mean_weight,
-                                  whitening=GramWhitening(shrinkage=self.shrinkage)).fit(features, global_labels)
+        whitening = GramWhitening(shrinkage=self.shrinkage) if self.whitening is None \
+            else FittedWhitening(self.whitening)
+        self.model = KGPrototypes(self.graph, mean_weight=self.mean_weight, whitening=whitening).fit(
+            features, global_labels)
         return self
 
     def scores(self, features: Tensor) -> Tensor:
@@ -93,21 +112,28 @@ def build_signals(features: Mapping[str, Tensor], labels: Sequence[int] | np.nda
     """
     labels = np.asarray(labels, dtype=np.int64)
     masks = {m: torch.as_tensor(v).bool() for m, v in (masks or {}).items()}
-    sources = dict(features)
-    factories: dict[str, Callable[[], ScoreModel]] = {m: (lambda: WhitenedNCM(trim=0.1)) for m in sources}
-    if graph is not None and "image" in sources:
-        sources[KG_MODALITY] = sources["image"]
-        factories[KG_MODALITY] = lambda: KGPrototypeScores(graph, classes=graph_classes)
+    factories: dict[str, Callable[[], ScoreModel]] = {m: (lambda: WhitenedNCM(trim=0.1)) for m in features}
     factories.update(scorers or {})
     assignment = fold_assignment(labels, folds, seed)
     scores: dict[str, Tensor] = {}
-    single: dict[str, np.ndarray] = {}
-    for name, x in sources.items():
+    fold_models: dict[str, list[ScoreModel]] = {}
+    for name, x in features.items():
         present = masks.get(name, torch.ones(len(labels), dtype=torch.bool))
-        s = torch.zeros(len(labels), num_classes)
-        s[present] = out_of_fold_scores(factories[name], torch.as_tensor(x)[present], labels[present.numpy()],
-                                        num_classes, assignment=assignment[present.numpy()])
-        scores[name] = s
+        scores[name] = torch.full((len(labels), num_classes), MISSING_CLASS_SCORE)
+        fold_models[name] = []
+        scores[name][present] = out_of_fold_scores(factories[name], torch.as_tensor(x)[present],
+                                                   labels[present.numpy()], num_classes,
+                                                   assignment=assignment[present.numpy()], models=fold_models[name])
+    if graph is not None and "image" in features:
+        # the KG prototypes live in each fold's whitened image space: reuse the image classifier's whitening
+        shared = iter([getattr(m, "whitening", None) for m in fold_models["image"]] if "image" not in masks
+                      else [None] * len(np.unique(assignment)))
+        scores[KG_MODALITY] = out_of_fold_scores(
+            lambda: KGPrototypeScores(graph, classes=graph_classes, whitening=next(shared)),
+            torch.as_tensor(features["image"]), labels, num_classes, assignment=assignment)
+    single: dict[str, np.ndarray] = {}
+    for name, s in scores.items():
+        present = masks.get(name, torch.ones(len(labels), dtype=torch.bool))
         tau = fit_temperatures({name: s[present]}, labels[present.numpy()])[name]
         probabilities = torch.softmax(tau * s, dim=1).double().numpy()
         probabilities[~present.numpy()] = 1.0 / num_classes

@@ -13,8 +13,10 @@ r"""Small-loss filters: wrong labels are learned late, so their training loss st
   heads' predictions agree (peer learning keeps every disagreement sample: those are the
   informative hard ones, not the noisy ones).
 
-  The forget rate :math:`\tau` is given, or estimated by confident learning when the run provides
-  out-of-sample probabilities (:func:`fgmm.filters.confident.estimate_noise_rate`).
+  The forget rate :math:`\tau` is given, or estimated from the run's out-of-sample probabilities as
+  the share of samples a two-component mixture on the log-odds against their labels calls noisy
+  (:func:`fgmm.filters.base.mixture_noise_rate`; confident learning's estimate overshoots badly with
+  a weak classifier: 0.39 for a true 0.20 on CUB).
 
 A flagged sample is relabelled to the heads' common prediction when both heads agree on it with
 mean probability ``relabel_threshold`` or more, and dropped otherwise.
@@ -31,8 +33,15 @@ import torch.nn.functional as F
 
 from fgmm.data.torch_dataset import FeatureDataset
 from fgmm.errors import ConfigError
-from fgmm.filters.base import FILTERS, FilterResult, FilterSignals, NoiseFilter, decide, mixture_split
-from fgmm.filters.confident import estimate_noise_rate
+from fgmm.filters.base import (
+    FILTERS,
+    FilterResult,
+    FilterSignals,
+    NoiseFilter,
+    decide,
+    mixture_noise_rate,
+    mixture_split,
+)
 from fgmm.filters.training import TwoHeadSelection, fit_selective
 
 
@@ -84,8 +93,8 @@ class TwoHeadFilter(NoiseFilter):
 
     needs = ("features",)
 
-    def __init__(self, rule: str = "coteaching", forget_rate: float | None = None, epochs: int = 40,
-                 batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-4, warmup_epochs: int = 10,
+    def __init__(self, rule: str = "coteaching", forget_rate: float | None = None, epochs: int = 30,
+                 batch_size: int = 256, lr: float = 2e-3, weight_decay: float = 1e-4, warmup_epochs: int = 10,
                  init_epochs: int = 10, hidden: int = 0, dropout: float = 0.2, relabel_threshold: float = 0.5,
                  seed: int = 0, device: str = "cpu", out_dir: str | Path | None = None):
         self.name = rule
@@ -104,7 +113,7 @@ class TwoHeadFilter(NoiseFilter):
         if signals.probabilities is None:
             raise ConfigError(f"filter '{self.name}' needs forget_rate=... or out-of-sample probabilities "
                               "to estimate the noise rate from")
-        return min(0.9, estimate_noise_rate(signals.probabilities, signals.labels))
+        return min(0.9, mixture_noise_rate(signals.probabilities, signals.labels))
 
     def _train(self, features: torch.Tensor, labels: np.ndarray, num_classes: int,
                forget_rate: float) -> TwoHeadSelection:

@@ -71,6 +71,7 @@ class FilterRun:
 
 FILTER_RUNS: dict[str, FilterRun] = {
     "crossmodal": FilterRun("crossmodal", "all"),
+    "crossmodal_image": FilterRun("crossmodal", "image"),
     "confident_all": FilterRun("confident", "all"),
     "cleanlab_all": FilterRun("cleanlab", "all"),
     "confident": FilterRun("confident", "image"),
@@ -83,7 +84,8 @@ FILTER_RUNS: dict[str, FilterRun] = {
     "openset_msp": FilterRun("openset", "image", {"score": "msp"}),
     "openset_prototype": FilterRun("openset", "image", {"score": "prototype"}),
 }
-"""Run name → filter. ``*_all`` and ``crossmodal`` read every modality; the others the image alone."""
+"""Run name → filter. ``*_all`` and ``crossmodal`` read every modality; the others the image alone
+(``crossmodal_image``: the cross-modal filter's rule with the image as its only witness)."""
 TASK_RUNS: tuple[str, ...] = ("crossmodal", "cleanlab", "cleanlab_all")
 
 
@@ -165,7 +167,7 @@ def recorded_losses(features: Tensor, labels: np.ndarray, num_classes: int, seed
     head.norm.fit(features)
     model = SelectiveTraining(head, len(labels), epochs)
     with tempfile.TemporaryDirectory(prefix="fgmm-losses-") as tmp:
-        config = TrainConfig(epochs=epochs, batch_size=min(128, len(labels)), lr=2e-3, weight_decay=5e-2,
+        config = TrainConfig(epochs=epochs, batch_size=min(256, len(labels)), lr=2e-3, weight_decay=5e-2,
                              scheduler="cosine", seed=seed, out_dir=Path(tmp), progress=False, device=device,
                              log_every_steps=10_000)
         fit_selective(model, config, FeatureDataset({"features": features}, torch.as_tensor(labels)), resume=False)
