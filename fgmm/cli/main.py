@@ -11,6 +11,7 @@ from fgmm.cli._common import CACHE_HELP, EXIT_CODES_HELP, console, friendly_erro
 from fgmm.cli.audit import AUDIT_EXAMPLES, audit
 from fgmm.cli.cache import cache_app
 from fgmm.cli.data import data_app
+from fgmm.cli.geo import geo_app
 from fgmm.cli.kg import kg_app
 from fgmm.cli.predict import PREDICT_EXAMPLES, predict
 from fgmm.cli.retrieve import RETRIEVE_EXAMPLES, index_app, retrieve
@@ -24,6 +25,7 @@ app.add_typer(data_app, name="data")
 data_app.command("audit", epilog=AUDIT_EXAMPLES)(audit)
 app.add_typer(cache_app, name="cache")
 app.add_typer(kg_app, name="kg")
+app.add_typer(geo_app, name="geo")
 app.add_typer(index_app, name="index")
 app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
 app.command("predict", epilog=PREDICT_EXAMPLES)(predict)

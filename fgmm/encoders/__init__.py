@@ -4,6 +4,7 @@ Importing this package registers every modality's encoder in :data:`ENCODERS`.
 """
 
 import fgmm.audio.encoders  # noqa: F401  (registers the "audio" modality)
+import fgmm.geo.encoder  # noqa: F401  (registers the "geo" modality)
 from fgmm.encoders.base import Encoder
 from fgmm.encoders.factory import ENCODERS, create_encoder
 from fgmm.encoders.pretrained import list_pretrained
