@@ -146,7 +146,7 @@ def _copy_project(dest: Path) -> Path:
     dest.mkdir(parents=True)
     for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, dest / name)
-    for folder in ("fgmm", "knowledge", "examples"):
+    for folder in ("fgmm", "knowledge", "examples", "datasets"):
         shutil.copytree(ROOT / folder, dest / folder, ignore=ignore)
     return dest
 
@@ -168,8 +168,10 @@ def test_wheel_and_sdist_ship_the_data_without_warnings(tmp_path):
     for name in SHIPPED_KNOWLEDGE:
         assert f"fgmm/knowledge/{name}" in names
     assert {"fgmm/configs/cub_image.yaml", "fgmm/py.typed", "fgmm/resources.py"} <= names
+    assert {"fgmm/data/cub_zsl_ps/testclasses.txt", "fgmm/data/cub_zsl_ps/trainvalclasses.txt"} <= names
     assert f"fgmm-{fgmm.__version__}.dist-info/licenses/LICENSE" in names
-    assert not any(n.startswith(("knowledge/", "examples/", "tests/")) for n in names)  # no top-level strays
+    strays = ("knowledge/", "examples/", "datasets/", "tests/")
+    assert not any(n.startswith(strays) for n in names)  # no top-level strays
     data_files = {str(f.relative_to(project)) for f in (project / "fgmm").rglob("*")
                   if f.is_file() and f.suffix not in (".py", ".pyc") and "__pycache__" not in f.parts}
     assert data_files <= names, f"data files missing from the wheel (add to package-data): {data_files - names}"
