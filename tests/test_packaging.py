@@ -184,3 +184,21 @@ def test_wheel_and_sdist_ship_the_data_without_warnings(tmp_path):
     with tarfile.open(next(out.glob("*.tar.gz"))) as sdist:
         members = {m.split("/", 1)[1] for m in sdist.getnames() if "/" in m}
     assert {"LICENSE", "setup.py", "knowledge/shapes.ttl", "examples/configs/cub_image.yaml"} <= members
+
+
+def test_help_and_errors_do_not_point_into_the_repository():
+    """A wheel user has no datasets/, examples/, benchmarks/ or knowledge/ folder: help texts (fgmm/cli) and
+    error messages must not send them there (name a shipped resource, a command, or say it inline)."""
+    pattern = re.compile(r"(?<![\w.])(datasets|examples|benchmarks|knowledge)/\S")
+    found = []
+    for path in sorted((ROOT / "fgmm").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        in_cli = path.parent.name == "cli"
+        spots = [tree] if in_cli else [n for n in ast.walk(tree) if isinstance(n, ast.Raise)]
+        for spot in spots:
+            for node in ast.walk(spot):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.search(node.value):
+                    if in_cli and node is getattr(tree.body[0], "value", None):
+                        continue  # the module docstring is for developers
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value.strip()[:90]}")
+    assert not found, "\n".join(found)

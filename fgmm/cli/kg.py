@@ -105,8 +105,8 @@ def link(
 @friendly_errors
 def validate(
     path: Path = KG_ARGUMENT,
-    shapes: Path | None = typer.Option(None, help="SHACL shapes file (default: the shapes shipped with fgmm, "
-                                                  "knowledge/shapes.ttl)"),
+    shapes: Path | None = typer.Option(None, help="SHACL shapes file (default: the fgmm shapes shipped with the "
+                                                  "package)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON to stdout"),
 ) -> None:
     """Check a graph against the fgmm SHACL shapes; exit code 1 when it does not conform."""

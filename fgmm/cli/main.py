@@ -103,9 +103,10 @@ TRAIN_OVERRIDES = {"data": "data.root", "model": "model.preset", "vision": "mode
                    "skip_bad": "data.skip_bad", "cache": "cache_dir"}
 
 
-@app.command(epilog="Examples:\n\n  fgmm train --config examples/configs/cub_image_kg.yaml\n\n"
+@app.command(epilog="Examples:\n\n  fgmm train -c cub_image_kg --data data/cub200   (an example config shipped "
+                    "with fgmm, by name)\n\n"
                     "  fgmm train --data data/cub200 --model image-text --epochs 30 --out runs/cub\n\n"
-                    "  fgmm train --config examples/configs/cub_image_text.yaml --out runs/cub --resume\n\n"
+                    "  fgmm train -c my_config.yaml --out runs/cub --resume\n\n"
                     "Models: fgmm list models")
 @friendly_errors
 def train(

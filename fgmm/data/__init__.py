@@ -55,7 +55,8 @@ def detect_format(root: str | Path) -> str:
             return name
     raise DataError(root, "not a dataset root: expected CUB_200_2011/images.txt (CUB-200-2011 layout) "
                           "or samples.csv (fgmm folder format; `fgmm data generate DIR` writes an example) "
-                          "or class folders of images (datasets/web-data.md)")
+                          "or class folders of images (ROOT/<class>/<image>, optionally under train/, val/, "
+                          "test/)")
 
 
 def load_dataset(root: str | Path, format: str | None = None, **kwargs) -> MultiModalDataset:
