@@ -14,7 +14,10 @@ The convention (also in /work/notes/README_BLOCKS.md for the people who write th
     ``data/cub200/``  a tiny CUB-200-2011 tree (3 real CUB classes x 4 images, attributes, captions for
                       class 001, one recording) built by ``tests/tiny_cub.py --real-names``;
     ``photos/``       9 procedural bird photos in 3 class subfolders (``photos/<class>/<id>.jpg``);
-    ``query.jpg``     one more photo;  ``captions.txt``  a few sentences, one per line.
+    ``query.jpg``     one more photo;  ``captions.txt``  a few sentences, one per line;
+    ``recordings/``   3 procedural bird songs (WAV, one per class);  ``song.mp3``, ``query.mp3``  two more (MP3);
+    ``crawled/``      web-crawler output: ``crawled/<class>/<image>.jpg`` with a sidecar ``.txt`` of page text,
+                      one image in a wrong class folder (a noisy web label).
   Environment: ``FGMM_CACHE`` points into the folder, ``HF_HUB_OFFLINE=1``, ``MPLBACKEND=Agg``, the
   test's Python environment first on ``PATH`` (so ``fgmm`` and ``python`` are the installed ones).
 * Shell blocks cannot rebuild the environment they run in: ``make TARGET`` runs as ``make -n TARGET``
@@ -23,7 +26,7 @@ The convention (also in /work/notes/README_BLOCKS.md for the people who write th
   (``pip install "fgmm[faiss]"`` fails the test if there is no ``faiss`` extra).
 * A block may declare in an HTML comment on the line right before its fence (blank lines allowed)::
 
-      <!-- readme-test: timeout=300 -->      seconds this block may take (default 120)
+      <!-- readme-test: timeout=600 -->      seconds this block may take (default 300)
       <!-- readme-test: exit=1 -->           a shell block that shows a failure: its exit status
       <!-- readme-test: raises=DataError --> a Python block that shows an error: the exception's class name
 
@@ -50,7 +53,7 @@ README = ROOT / "README.md"
 PYTHON_LANGS = {"python", "py"}
 SHELL_LANGS = {"bash", "sh", "shell"}
 CODE_STARTS = ("fgmm ", "$ ", "import ", "from ", "pip ", "python ", "make ")
-DEFAULT_TIMEOUT = 120
+DEFAULT_TIMEOUT = 300  # a guard against hangs; the suite's budget is watched with --durations
 
 
 @dataclass
@@ -144,13 +147,17 @@ PY
 """
 
 
-def _make_photos(sandbox: Path) -> None:
-    """``photos/<class>/*.jpg`` (3 x 3 procedural birds), ``query.jpg`` and ``captions.txt``."""
+def _make_media(sandbox: Path) -> None:
+    """``photos/<class>/*.jpg`` (3 x 3 procedural birds), ``query.jpg``, ``captions.txt``, ``recordings/*.wav``
+    (a song per class), ``song.mp3`` and ``query.mp3``."""
+    import soundfile as sf
+
     from fgmm.data.procedural import generate_procedural
 
     dataset = generate_procedural(sandbox / ".generated", num_classes=3, images_per_class=4, image_size=64,
-                                  unseen_classes=0, noise_rate=0.0, with_audio=False, seed=0)
+                                  unseen_classes=0, noise_rate=0.0, with_audio=True, seed=0)
     seen: dict[int, int] = {}
+    (sandbox / "recordings").mkdir()
     for sample in dataset:
         k = seen.get(sample.label, 0)
         seen[sample.label] = k + 1
@@ -160,8 +167,19 @@ def _make_photos(sandbox: Path) -> None:
             shutil.copy(sample.image, folder / Path(sample.image).name)
         elif not (sandbox / "query.jpg").exists():
             shutil.copy(sample.image, sandbox / "query.jpg")
+        if k == 0:
+            shutil.copy(sample.audio, sandbox / "recordings" / Path(sample.audio).name)
+        elif k == 1 and not (sandbox / "song.mp3").exists() or k == 2 and not (sandbox / "query.mp3").exists():
+            wave, rate = sf.read(sample.audio, dtype="float32")
+            sf.write(sandbox / ("song.mp3" if k == 1 else "query.mp3"), wave, rate, format="MP3")
     captions = [t for s in dataset for t in s.texts][:6]
     (sandbox / "captions.txt").write_text("\n".join(captions) + "\n", encoding="utf-8")
+    for i, sample in enumerate(dataset):  # crawled/<folder label>/<id>.jpg + .txt; sample 0 lands in a wrong folder
+        label = (sample.label + 1) % dataset.num_classes if i == 0 else sample.label
+        folder = sandbox / "crawled" / dataset.class_names[label].replace(" ", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(sample.image, folder / Path(sample.image).name)
+        (folder / f"{Path(sample.image).stem}.txt").write_text("\n".join(sample.texts) + "\n", encoding="utf-8")
     shutil.rmtree(sandbox / ".generated")
 
 
@@ -174,7 +192,7 @@ class ReadmeSession:
 
         self.sandbox = sandbox
         build_tiny_cub(sandbox / "data" / "cub200", classes=REAL_CUB_CLASSES)
-        _make_photos(sandbox)
+        _make_media(sandbox)
         self.env = {**os.environ, "FGMM_CACHE": str(sandbox / ".cache" / "features"), "HF_HUB_OFFLINE": "1",
                     "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg", "FGMM_README_REPO": str(ROOT),
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
