@@ -126,9 +126,10 @@ def _write_report(ctx, results: dict[str, Any], out: Path) -> None:
         plot_per_class_accuracy(y_true, y_pred, names, out / "per_class.png", "image only: per-class top-1")
         plot_confusion(y_true, y_pred, names, out / "confusion.png")
         figures += [("per-class top-1 (image only)", "per_class.png"), ("confusion matrix", "confusion.png")]
-    if ctx.shared.get("image_history"):
-        plot_training_curve(ctx.shared["image_history"], out / "training.png", "image head")
-        figures.append(("training curve (image head)", "training.png"))
+    if ctx.shared.get("training_history"):
+        title, history = ctx.shared["training_history"]
+        plot_training_curve(history, out / "training.png", title)
+        figures.append((f"training curve ({title})", "training.png"))
     lines = ["# fgmm demo report", "",
              f"Procedural fine-grained dataset: {results['num_classes']} classes "
              f"({len(results['unseen_classes'])} unseen), {results['n_train']} train / "

@@ -65,7 +65,7 @@ def test_bad_config_key_names_file_and_key(tmp_path: Path) -> None:
 def test_tiny_demo_writes_table_report_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", "--out", str(out), "--classes", "5", "--images", "8", "--unseen", "1",
-                                 "--image-size", "64", "--tasks", "image"])
+                                 "--image-size", "64", "--tasks", "image,text"])
     assert result.exit_code == 0, result.output
     assert "image_top1" in result.output
     results = json.loads((out / "results.json").read_text())

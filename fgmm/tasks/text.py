@@ -121,7 +121,9 @@ def text_run(ctx: TaskContext, classes: list[int] | None = None, with_text: bool
         tables["text"] = table.subset(train)
     name = f"text-{len(local_classes)}{'' if with_text else '-image-only'}"
     with text_recipe(ctx, name, len(train)) as recipe:
-        model.fit_features(tables, run.local_labels(ctx, train), train=recipe)
+        result = model.fit_features(tables, run.local_labels(ctx, train), train=recipe)
+    if with_text and classes == ctx.text_classes:
+        ctx.shared["training_history"] = ("image+text model", result.history)
     ctx.shared[key] = run
     return run
 
