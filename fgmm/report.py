@@ -19,6 +19,7 @@ from fgmm.io import write_bytes_atomic
 TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("image_top1_logreg", "image only, logistic-regression probe (baseline)"),
     ("image_top1", "image only (fgmm head)"),
+    ("finetune_top1", "image only, backbone fine-tuned end to end (overall top-1)"),
     ("kg_top1", "+ knowledge graph (KG class prototypes)"),
     ("image_top1_50", "image only, captioned classes"),
     ("fused_top1_50", "+ text fusion, captioned classes"),
@@ -30,6 +31,10 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("gzsl_seen", "generalised zero-shot: seen"),
     ("gzsl_unseen", "generalised zero-shot: unseen"),
     ("gzsl_h", "generalised zero-shot: harmonic mean"),
+    ("zsl_ps_top1", "zero-shot, Xian PS split, 50 unseen classes (mean per-class top-1)"),
+    ("gzsl_ps_seen", "generalised zero-shot, PS: seen (mean per-class)"),
+    ("gzsl_ps_unseen", "generalised zero-shot, PS: unseen (mean per-class)"),
+    ("gzsl_ps_h", "generalised zero-shot, PS: harmonic mean"),
     ("i2t_R@1", "retrieval image→text R@1"),
     ("i2t_R@5", "retrieval image→text R@5"),
     ("t2i_R@1", "retrieval text→image R@1"),
