@@ -140,13 +140,21 @@ def test_dependencies_match_imports():
 
 # -- the built artifacts --------------------------------------------------------------------------------
 
+def _data_packages() -> dict[str, str]:
+    """setup.py's ``DATA_PACKAGES``: package name -> repository folder shipped as that package."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    node = next(n for n in tree.body
+                if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "DATA_PACKAGES")
+    return ast.literal_eval(node.value)
+
+
 def _copy_project(dest: Path) -> Path:
     """The files a build reads (what a clean clone has), without caches or build outputs."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist")
     dest.mkdir(parents=True)
     for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, dest / name)
-    for folder in ("fgmm", "knowledge", "examples", "datasets"):
+    for folder in sorted({"fgmm", *_data_packages().values()}):
         shutil.copytree(ROOT / folder, dest / folder, ignore=ignore)
     return dest
 
@@ -174,6 +182,9 @@ def test_wheel_and_sdist_ship_the_data_without_warnings(tmp_path):
     assert not any(n.startswith(strays) for n in names)  # no top-level strays
     data_files = {str(f.relative_to(project)) for f in (project / "fgmm").rglob("*")
                   if f.is_file() and f.suffix not in (".py", ".pyc") and "__pycache__" not in f.parts}
+    for package, folder in _data_packages().items():  # repository folders shipped as packages (setup.py)
+        data_files |= {f"{package.replace('.', '/')}/{f.relative_to(project / folder)}"
+                       for f in (project / folder).rglob("*") if f.is_file() and f.suffix != ".pyc"}
     assert data_files <= names, f"data files missing from the wheel (add to package-data): {data_files - names}"
     metadata = wheel.read(f"fgmm-{fgmm.__version__}.dist-info/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata and "Project-URL: Source" in metadata
