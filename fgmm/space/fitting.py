@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import tempfile
 import time
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ from fgmm.data.torch_dataset import MASK_KEY, collate_multimodal
 from fgmm.errors import DataError
 from fgmm.space.features import ModalityTable, SampleFeatures
 from fgmm.train import TrainConfig, Trainer
+from fgmm.train.distributed import resolve_device
 
 SCALE_GRID = np.round(np.geomspace(1.0, 100.0, 61), 4)
 """Cosine scales tried when fitting :math:`s` of a closed-form classifier."""
@@ -86,13 +88,14 @@ def _masks(tables: Mapping[str, ModalityTable]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def fused_embeddings(model, data: SampleFeatures, batch_size: int = 1024) -> torch.Tensor:
-    """``[N, d]`` fused evaluation embeddings of the samples of ``data`` (each with all its items pooled)."""
+def fused_embeddings(model, data: SampleFeatures, batch_size: int = 1024, num_workers: int = 0) -> torch.Tensor:
+    """``[N, d]`` fused evaluation embeddings of the samples of ``data`` (each with all its items pooled);
+    ``num_workers`` processes decode the raw inputs of trainable towers."""
     was_training = model.training
     model.eval()
     device = model.gamma.device
     loader = DataLoader(data.subset(range(len(data)), train=False), batch_size=batch_size,
-                        collate_fn=collate_multimodal)
+                        collate_fn=collate_multimodal, num_workers=num_workers if data.raw else 0)
     try:
         out = []
         for batch in loader:
@@ -178,7 +181,10 @@ def fit_samples(model, data: SampleFeatures, *, train: TrainConfig | None = None
         raise DataError(None, "the training data has no labelled sample")
     data.max_items = {m: c.max_items for m, c in model.config.modalities.items()}
     _fit_projections(model, data.tables, labels)
-    z = fused_embeddings(model, data)
+    workers = train.num_workers if train is not None else 0
+    if model.towers and train is not None:  # raw images go through the towers: embed them on the training device
+        model.to(resolve_device(train.device, int(os.environ.get("LOCAL_RANK", 0))))
+    z = fused_embeddings(model, data, num_workers=workers)
     for source in (model.train_head, model.class_source):
         if source is not None:
             source.initialize(z, labels)
@@ -187,7 +193,7 @@ def fit_samples(model, data: SampleFeatures, *, train: TrainConfig | None = None
         trained = _train(model, data.subset(range(len(data)), train=True), val, train, resume)
         result.steps, result.history, result.stop_reason = trained.steps, trained.history, trained.stop_reason
         result.best_metric = trained.best_metric
-        z = fused_embeddings(model, data)
+        z = fused_embeddings(model, data, num_workers=workers)
     model.class_source.fit(z.to(model.gamma.device), labels)
     if model.class_source.closed_form:
         _set_scale(model, _fit_scale(model, z, labels, seed))

@@ -9,6 +9,7 @@ differ: the projections were fitted to that encoder's space, not another's.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -79,8 +80,19 @@ def featurize_samples(model, samples: Sequence[Sample], cache: Any = None, *, mo
     wanted = [m for m in (modalities or model.modalities) if any(_carries(s, m) for s in samples)]
     if not wanted:
         raise DataError(None, f"no sample carries any of the model's modalities {model.modalities}")
-    return {m: featurize(m, model_encoder(model, m), samples, cache, progress=progress, skip_bad=skip_bad)
-            for m in wanted}
+    tables = {}
+    for m in wanted:
+        encoder, store = _encoder_and_cache(model, m, cache)
+        tables[m] = featurize(m, encoder, samples, store, progress=progress, skip_bad=skip_bad)
+    return tables
+
+
+def _encoder_and_cache(model, modality: str, cache: Any) -> tuple[Encoder, Any]:
+    """The encoder giving ``modality``'s features, and the cache to use: a trainable tower's current
+    weights (a frozen copy; never cached, its features change as it trains), else the frozen encoder."""
+    if modality in model.towers:
+        return copy.deepcopy(model.towers[modality]).freeze(), None
+    return model_encoder(model, modality), cache
 
 
 def tower_inputs(model, modality: str, samples: Sequence[Sample], train: bool = False

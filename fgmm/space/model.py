@@ -183,7 +183,10 @@ class FGModel(nn.Module):
             return None
         value = batch[modality]
         if modality in self.towers:
-            return self.towers[modality](value)
+            tower = self.towers[modality]
+            # raw inputs ([B, 3, H, W] images) go through the tower; [B, dim] rows are its features already
+            # (what featurize() computes with the tower's current weights for evaluation)
+            return value if value.ndim == 2 and value.shape[1] == tower.dim else tower(value)
         expected = self.config.modalities[modality].input_dim
         if value.ndim != 2 or value.shape[1] != expected:
             raise DataError(None, f"{modality} features have shape {tuple(value.shape)}, the model expects "
@@ -343,7 +346,8 @@ class FGModel(nn.Module):
         """The :class:`~fgmm.space.features.SampleFeatures` of labelled ``samples``: cached features of the
         frozen modalities, raw inputs of the trainable towers (augmented when ``train``)."""
         frozen = [m for m in self.modalities if m not in self.towers]
-        tables = self.featurize(samples, cache, modalities=frozen, progress=progress, skip_bad=skip_bad)
+        tables = (self.featurize(samples, cache, modalities=frozen, progress=progress, skip_bad=skip_bad)
+                  if frozen else {})  # an image-only fine-tuned model: every input is raw
         raw = {m: tower_inputs(self, m, samples, train=train) for m in self.towers}
         return SampleFeatures(tables, [s.label for s in samples], raw=raw)
 
