@@ -13,6 +13,7 @@ from fgmm.cli.cache import cache_app
 from fgmm.cli.data import data_app
 from fgmm.cli.geo import geo_app
 from fgmm.cli.kg import kg_app
+from fgmm.cli.listing import list_app
 from fgmm.cli.predict import PREDICT_EXAMPLES, predict
 from fgmm.cli.retrieve import RETRIEVE_EXAMPLES, index_app, retrieve
 
@@ -25,6 +26,7 @@ app.add_typer(data_app, name="data")
 data_app.command("audit", epilog=AUDIT_EXAMPLES)(audit)
 app.add_typer(cache_app, name="cache")
 app.add_typer(kg_app, name="kg")
+app.add_typer(list_app, name="list")
 app.add_typer(geo_app, name="geo")
 app.add_typer(index_app, name="index")
 app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)

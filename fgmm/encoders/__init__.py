@@ -6,9 +6,9 @@ Importing this package registers every modality's encoder in :data:`ENCODERS`.
 import fgmm.audio.encoders  # noqa: F401  (registers the "audio" modality)
 import fgmm.geo.encoder  # noqa: F401  (registers the "geo" modality)
 from fgmm.encoders.base import Encoder
-from fgmm.encoders.factory import ENCODERS, create_encoder
-from fgmm.encoders.pretrained import list_pretrained
+from fgmm.encoders.factory import ENCODERS, OfflineModel, create_encoder, list_pretrained, offline_models
 from fgmm.encoders.text import TextEncoder  # noqa: F401  (registers the "text" modality)
 from fgmm.encoders.vision import TimmVisionEncoder
 
-__all__ = ["ENCODERS", "Encoder", "TimmVisionEncoder", "create_encoder", "list_pretrained"]
+__all__ = ["ENCODERS", "Encoder", "OfflineModel", "TimmVisionEncoder", "create_encoder", "list_pretrained",
+           "offline_models"]

