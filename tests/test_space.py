@@ -49,7 +49,7 @@ def test_presets_are_listed_and_validated():
     names = list_models()
     assert {"image", "image-kg", "image-gnn", "image-text", "image-text-kg"} <= set(names)
     assert list_models("image-text*") == ["image-text", "image-text-kg"]
-    with pytest.raises(ConfigError, match="unknown model 'imag'; choose one of: image"):
+    with pytest.raises(ConfigError, match="unknown model .imag.; choose one of: .*image-kg"):
         create_model("imag", classes=["a"])
     with pytest.raises(ConfigError, match="did you mean 'fusion'"):
         create_model(image_model() | {"fusoin": "mean"}, classes=["a"])

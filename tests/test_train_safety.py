@@ -156,7 +156,7 @@ def test_user_folder_is_refused_and_force_never_overwrites(setup, tmp_path):
     ([], "train:\n  lr: .nan\n", "key 'lr' must be a finite number"),
     ([], "train:\n  batch_size: 0\n", "key 'batch_size' must be >= 1"),
     ([], "model:\n  image_size: 0\n", "key 'image_size' must be at least 16"),
-    ([], "model:\n  preset: imag\n", "unknown model 'imag'; choose one of: image"),
+    ([], "model:\n  preset: imag\n", "unknown model 'imag'; choose one of:"),
     ([], "model:\n  config: {fusoin: mean}\n", "did you mean 'fusion'"),
     ([], "- a list\n", "top level must be a mapping"),
 ])
