@@ -1,15 +1,15 @@
 """Cross-media retrieval end to end: raw queries -> encoders -> joint space -> index.
 
 A :class:`Retriever` bundles an :class:`~fgmm.retrieval.index.EmbeddingIndex` with the encoders
-(and, for cross-modal search, the :class:`~fgmm.joint.JointEmbeddingModel`) that define its
-embedding space, so that it can take a sentence or an image file as a query. Without a joint model
-the space is that of the index's own encoder, and only queries of the same modality make sense
-(image -> image, text -> text); with one, any modality the joint model projects can query.
+(and, for cross-modal search, the :class:`fgmm.FGModel` whose joint space it searches) that define its
+embedding space, so that it can take a sentence or an image file as a query. Without a model the
+space is that of the index's own encoder, and only queries of the same modality make sense
+(image -> image, text -> text); with one, any modality the model projects can query.
 
 Saved folder = the index files plus::
 
-    retriever.json   encoders (modality, name, options, fingerprint) and whether a joint model is used
-    joint.pt         the joint model (JointEmbeddingModel.save), when there is one
+    retriever.json   encoders (modality, name, options, fingerprint) and whether a model is used
+    model/           the model (FGModel.save_pretrained), when there is one
     descriptor.pt    the image descriptor (views, whitening, metric head; ImageDescriptor.save) of an
                      image->image index, when there is one
 
@@ -29,15 +29,14 @@ import torch
 
 from fgmm.encoders.base import Encoder
 from fgmm.errors import ConfigError, DataError
-from fgmm.joint.model import JointEmbeddingModel
 from fgmm.registry import Registry
 from fgmm.retrieval.descriptor import ImageDescriptor
 from fgmm.retrieval.index import EmbeddingIndex, IndexInfo, SearchResult, claim_index_folder, read_json_object
 from fgmm.train.checkpoint import atomic_write
 
 RETRIEVER_FORMAT = "fgmm-retriever-1"
-RETRIEVER_FILE, JOINT_FILE, DESCRIPTOR_FILE = "retriever.json", "joint.pt", "descriptor.pt"
-RETRIEVER_FILES = (RETRIEVER_FILE, JOINT_FILE, DESCRIPTOR_FILE)
+RETRIEVER_FILE, MODEL_DIR, DESCRIPTOR_FILE = "retriever.json", "model", "descriptor.pt"
+RETRIEVER_FILES = (RETRIEVER_FILE, MODEL_DIR, DESCRIPTOR_FILE)
 
 FEATURE_EXTRACTORS: Registry[torch.Tensor] = Registry("query modality")
 """``modality -> fn(encoder, inputs, cache, progress=False) -> [N, d_m]`` raw encoder features of that
@@ -74,7 +73,9 @@ def text_features(encoder: Encoder, texts: Sequence[str], cache: Any = None, pro
     from tqdm.auto import tqdm
 
     texts = list(texts)
-    if cache is not None or not progress or len(texts) <= TEXT_CHUNK:
+    if not progress:  # encoders of other kinds may take no progress argument
+        return encoder.encode_cached(texts, cache).cpu()
+    if cache is not None or len(texts) <= TEXT_CHUNK:
         return encoder.encode_cached(texts, cache, progress=progress).cpu()
     with tqdm(total=len(texts), desc=f"encoding texts ({encoder.name})", unit="text") as bar:
         parts = []
@@ -85,59 +86,59 @@ def text_features(encoder: Encoder, texts: Sequence[str], cache: Any = None, pro
 
 
 class Retriever:
-    """An index plus the encoders (and joint model) that put queries into its space.
+    """An index plus the encoders (and model) that put queries into its space.
 
     Args:
         index: the index; its ``info.space`` must be this retriever's space.
         encoders: encoder per modality (``"image"``, ``"text"``, ...) able to read raw inputs.
-        joint: the joint model projecting encoder features into one space, or ``None``.
+        model: the :class:`fgmm.FGModel` projecting encoder features into its joint space, or ``None``.
         encoder_options: keyword arguments each encoder was created with (saved, so that
             :meth:`load` can re-create it with ``create_encoder(encoder.modality, name, **options)``).
         cache: optional :class:`fgmm.cache.FeatureCache` for encoder features.
-        descriptor: for an image index without joint model, an :class:`~fgmm.retrieval.descriptor.ImageDescriptor`
+        descriptor: for an image index without a model, an :class:`~fgmm.retrieval.descriptor.ImageDescriptor`
             (test-time views, whitening, metric head) applied to the image encoder's features.
 
     Example::
 
         retriever = Retriever.build("image", image_paths, ids, encoders={"image": vision, "text": text},
-                                    joint=model, labels=labels)
+                                    model=model, labels=labels)
         retriever.search("text", ["a small bird with a red crown"], k=5).rows(0)
         retriever.save("runs/bird-index"); Retriever.load("runs/bird-index")
     """
 
-    def __init__(self, index: EmbeddingIndex, encoders: Mapping[str, Encoder], joint: JointEmbeddingModel | None = None,
+    def __init__(self, index: EmbeddingIndex, encoders: Mapping[str, Encoder], model: Any = None,
                  encoder_options: Mapping[str, Mapping[str, Any]] | None = None, cache: Any = None,
                  descriptor: ImageDescriptor | None = None):
-        if descriptor is not None and (joint is not None or index.info.modality != "image"):
-            raise ConfigError("an image descriptor applies to image indexes without a joint model")
+        if descriptor is not None and (model is not None or index.info.modality != "image"):
+            raise ConfigError("an image descriptor applies to image indexes without a model")
         self.descriptor = descriptor
         self.index = index
         self.encoders = dict(encoders)
-        self.joint = joint.eval() if joint is not None else None
+        self.model = model.eval() if model is not None else None
         self.encoder_options = {m: dict(o) for m, o in (encoder_options or {}).items()}
         self.cache = cache
-        self._check_joint()
-        self._space = space_of(self.encoders, self.joint, index.info.modality, descriptor)
+        self._check_model()
+        self._space = space_of(self.encoders, self.model, index.info.modality, descriptor)
         index.check_space(*self._space)
 
-    def _check_joint(self) -> None:
-        if self.joint is None:
+    def _check_model(self) -> None:
+        if self.model is None:
             return
         for m, encoder in self.encoders.items():
-            expected = self.joint.config.input_dims.get(m)
-            if expected is None:
-                raise ConfigError(f"the joint model has no '{m}' head (it has {self.joint.modalities})")
+            if m not in self.model.config.modalities:
+                raise ConfigError(f"the model has no '{m}' modality (it has {self.model.modalities})")
+            expected = self.model.config.modalities[m].input_dim
             if expected != encoder.dim:
-                raise ConfigError(f"the joint model expects {expected}-d {m} features, encoder "
+                raise ConfigError(f"the model expects {expected}-d {m} features, encoder "
                                   f"'{encoder.name}' gives {encoder.dim}-d")
-            trained_on = self.joint.config.encoders.get(m)
+            trained_on = self.model.encoder_info.get(m, {}).get("fingerprint")
             if trained_on is not None and trained_on != encoder.fingerprint():
-                raise ConfigError(f"the joint model's {m} head was trained on features of encoder [{trained_on}], "
+                raise ConfigError(f"the model's {m} side was fitted on features of encoder [{trained_on}], "
                                   f"not of '{encoder.name}' [{encoder.fingerprint()}]")
 
     @classmethod
     def build(cls, modality: str, inputs: Sequence[Any], ids: Sequence[str], *, encoders: Mapping[str, Encoder],
-              joint: JointEmbeddingModel | None = None, labels: Sequence[int] | None = None,
+              model: Any = None, labels: Sequence[int] | None = None,
               paths: Sequence[str | Path | None] | None = None, texts: Sequence[str | None] | None = None,
               class_names: Sequence[str] = (),
               backend: str = "torch", backend_options: Mapping[str, Any] | None = None,
@@ -151,13 +152,13 @@ class Retriever:
         """
         if modality not in encoders:
             raise ConfigError(f"no encoder for modality '{modality}' (encoders: {sorted(encoders)})")
-        space, space_name = space_of(encoders, joint, modality, descriptor)
-        dim = joint.config.dim if joint is not None else descriptor.dim if descriptor else encoders[modality].dim
+        space, space_name = space_of(encoders, model, modality, descriptor)
+        dim = model.dim if model is not None else descriptor.dim if descriptor else encoders[modality].dim
         info = IndexInfo(dim=dim, modality=modality, space=space, space_name=space_name, backend=backend,
                          backend_options=dict(backend_options or {}), class_names=list(class_names),
                          extra=dict(extra or {}))
         index = EmbeddingIndex(info)
-        retriever = cls(index, encoders, joint, encoder_options, cache, descriptor)
+        retriever = cls(index, encoders, model, encoder_options, cache, descriptor)
         if paths is None and modality == "image":
             paths = [str(p) for p in inputs]
         if texts is None and modality == "text":
@@ -170,10 +171,10 @@ class Retriever:
         """``[N, dim]`` vectors of raw ``inputs`` of ``modality`` in this retriever's space (``progress``:
         a bar while encoding)."""
         own = self.index.info.modality
-        if self.joint is None and modality != own:
+        if self.model is None and modality != own:
             raise ConfigError(
-                f"this index holds {own} features of '{self.encoders[own].name}' without a joint model, so it can "
-                f"only be queried with {own}; build it with a joint model (fgmm index build --model ...) for "
+                f"this index holds {own} features of '{self.encoders[own].name}' without a model, so it can "
+                f"only be queried with {own}; build it with a model (fgmm index build --model MODEL_DIR) for "
                 "cross-modal queries")
         if modality not in self.encoders:
             raise ConfigError(f"this index cannot be queried with {modality}: it has encoders for "
@@ -184,7 +185,7 @@ class Retriever:
             encoder = self.descriptor.encoder(self.encoders[modality])
             return self.descriptor(FEATURE_EXTRACTORS.get(modality)(encoder, inputs, self.cache, progress=progress))
         features = FEATURE_EXTRACTORS.get(modality)(self.encoders[modality], inputs, self.cache, progress=progress)
-        return features if self.joint is None else self.joint.embed(modality, features)
+        return features if self.model is None else self.model.embed(modality, features.to(self.model.gamma.device))
 
     def search(self, modality: str, inputs: Sequence[Any], k: int = 10, rerank: Any = None) -> SearchResult:
         """Top-``k`` items for each query (image paths or texts), optionally re-ranked by ``rerank``
@@ -197,18 +198,20 @@ class Retriever:
         return rerank_search(self.index, queries, k, rerank)
 
     def save(self, folder: str | Path, force: bool = False) -> Path:
-        """Write index, encoder specs and joint model to ``folder`` (absent, empty or an fgmm index; another
+        """Write index, encoder specs and model to ``folder`` (absent, empty or an fgmm index; another
         folder only with ``force``, and nothing there is overwritten: see :func:`claim_index_folder`)."""
         folder = Path(folder)
         claim_index_folder(folder, force, reserved=RETRIEVER_FILES)
         self.index.save(folder)
-        if self.joint is not None:
-            self.joint.save(folder / JOINT_FILE)
-        else:
-            (folder / JOINT_FILE).unlink(missing_ok=True)
+        if self.model is not None:
+            self.model.save_pretrained(folder / MODEL_DIR, overwrite=True)
+        elif (folder / MODEL_DIR).is_dir():
+            from fgmm.ownership import remove_path
+
+            remove_path(folder / MODEL_DIR)  # the index's own previous model, replaced by none
         if self.descriptor is not None:
             self.descriptor.save(folder / DESCRIPTOR_FILE)
-        spec = {"format": RETRIEVER_FORMAT, "joint": self.joint is not None,
+        spec = {"format": RETRIEVER_FORMAT, "model": self.model is not None,
                 "descriptor": self.descriptor is not None, "encoders": {
             m: {"modality": e.modality, "name": e.name, "options": self.encoder_options.get(m, {}),
                 "fingerprint": e.fingerprint()} for m, e in self.encoders.items()}}
@@ -218,7 +221,7 @@ class Retriever:
     @classmethod
     def load(cls, folder: str | Path, cache: Any = None, modalities: Sequence[str] | None = None) -> Retriever:
         """Re-create a saved retriever; only the encoders of ``modalities`` (default: all) are loaded
-        (plus, without a joint model, the index's own encoder, which defines its space).
+        (plus, without a model, the index's own encoder, which defines its space).
 
         Raises:
             DataError: the folder is not a retriever, or a re-created encoder's weights differ from
@@ -233,7 +236,7 @@ class Retriever:
             raise DataError(folder / RETRIEVER_FILE, f"unknown retriever format {spec.get('format')!r}")
         index = EmbeddingIndex.load(folder)
         wanted = set(spec["encoders"] if modalities is None else modalities)
-        if not spec["joint"]:
+        if not spec.get("model"):
             wanted.add(index.info.modality)  # the index's own encoder defines its space
         encoders, options = {}, {}
         for m, entry in spec["encoders"].items():
@@ -246,17 +249,23 @@ class Retriever:
                                 f"index was built with {entry['fingerprint']} (other weights or preprocessing); "
                                 "rebuild the index")
             encoders[m], options[m] = encoder, entry["options"]
-        joint = JointEmbeddingModel.load(folder / JOINT_FILE) if spec["joint"] else None
+        model = None
+        if spec.get("model"):
+            from fgmm.space import FGModel
+
+            model = FGModel.from_pretrained(folder / MODEL_DIR)
         descriptor = ImageDescriptor.load(folder / DESCRIPTOR_FILE) if spec.get("descriptor") else None
-        return cls(index, encoders, joint, options, cache, descriptor)
+        return cls(index, encoders, model, options, cache, descriptor)
 
 
-def space_of(encoders: Mapping[str, Encoder], joint: JointEmbeddingModel | None, modality: str,
+def space_of(encoders: Mapping[str, Encoder], model: Any, modality: str,
              descriptor: ImageDescriptor | None = None) -> tuple[str, str]:
     """``(fingerprint, readable name)`` of the space that ``modality``'s vectors live in."""
-    if joint is not None:
-        fingerprint = joint.fingerprint()
-        return fingerprint, f"joint model {fingerprint} ({' + '.join(joint.modalities)})"
+    if model is not None:
+        from fgmm.space.pretrained import model_fingerprint
+
+        fingerprint = model_fingerprint(model)
+        return fingerprint, f"joint model {fingerprint} ({' + '.join(model.modalities)})"
     if modality not in encoders:
         raise ConfigError(f"no encoder for modality '{modality}'")
     encoder = encoders[modality]
