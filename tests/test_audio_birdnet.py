@@ -21,7 +21,6 @@ from fgmm.audio.birdnet import (  # noqa: E402
     BirdNETEncoder,
     birdnet_class_map,
     install_tflite_runtime_shim,
-    species_scores,
 )
 from fgmm.audio.features import encode_recordings  # noqa: E402
 from fgmm.audio.windows import WindowConfig  # noqa: E402
@@ -45,11 +44,14 @@ def test_embeddings_and_logits_shapes(birdnet: BirdNETEncoder, tmp_path: Path):
     assert result.windows[0].shape == (2, 1024)  # 4 s -> 2 windows of 3 s at 1.5 s hop
     logits = BirdNETEncoder(output="logits", batch_size=2).encode(windows[:2])
     assert logits.shape == (2, 6522)
+    both = BirdNETEncoder(output="embedding+logits", batch_size=2).encode(windows[:2])  # one pass, both outputs
+    assert both.shape == (2, 1024 + 6522) and torch.allclose(both[:, 1024:], logits, atol=1e-4)
+    assert torch.allclose(both[:, :1024], features[:2], atol=1e-4)
     with pytest.raises(ConfigError, match="cannot be fine-tuned"):
         birdnet.unfreeze()
 
 
-def test_class_map_and_species_scores(birdnet: BirdNETEncoder, tmp_path: Path):
+def test_class_map(birdnet: BirdNETEncoder, tmp_path: Path):
     labels = birdnet.labels
     assert len(labels) == 6522
     table = tmp_path / "map.csv"
@@ -59,10 +61,9 @@ def test_class_map_and_species_scores(birdnet: BirdNETEncoder, tmp_path: Path):
                                 ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"])
     assert labels[mapping[0][0]] == "Phoebastria nigripes_Black-footed Albatross"  # matched by name
     assert labels[mapping[1][0]] == "Phoebastria immutabilis_Laysan Albatross" and mapping[2] == []
-    logits = torch.zeros(2, 6522)
-    logits[1, mapping[1][0]] = 5.0
-    scores = species_scores(logits, mapping)
-    assert int(scores.argmax()) == 1 and torch.isinf(scores[2])
+    # without the folders, the table's rows meet the classes by name ("002.Laysan_Albatross" ~ "Laysan Albatross")
+    names = ["Black footed Albatross", "Laysan Albatross", "Sooty Albatross"]
+    assert birdnet_class_map(names, labels, table) == mapping
 
 
 def test_tflite_runtime_shim():

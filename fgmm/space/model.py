@@ -55,7 +55,7 @@ from fgmm.space.inputs import featurize_samples, samples_from, tower_inputs
 from fgmm.space.objective import Objective
 from fgmm.space.pretrained import load_pretrained, save_pretrained
 from fgmm.space.priors import create_prior
-from fgmm.space.projections import create_projection
+from fgmm.space.projections import create_projection, kept_width
 from fgmm.train import TrainConfig
 
 _INPUT_NAMES = {"image": "images", "text": "texts", "audio": "audio", "geo": "locations"}
@@ -65,10 +65,11 @@ FUSED = "fused"
 
 
 def resolve_dim(config: FGModelConfig) -> int:
-    """The joint width: ``config.dim``, else the closed-form projections' input width, else 256."""
+    """The joint width: ``config.dim``, else the width the closed-form projections keep, else 256."""
     if config.dim is not None:
         return config.dim
-    closed = {m.input_dim for m in config.modalities.values() if m.projection in ("whiten", "identity")}
+    closed = {kept_width(m.projection, m.input_dim, **m.projection_options) for m in config.modalities.values()
+              if m.input_dim is not None} - {None}
     if len(closed) > 1:
         raise ConfigError(f"closed-form projections of different widths {sorted(closed)}: set the model's dim")
     return closed.pop() if closed else 256
@@ -139,7 +140,8 @@ class FGModel(nn.Module):
             self.scorer = CosineClassifier(self.dim, None, scale=config.scale, max_scale=100.0)
             self.train_head = (FreeClassWeights(num_classes, self.dim)
                                if self.class_source.closed_form and self._learned_parts() else None)
-            self.priors = nn.ModuleDict({m: create_prior(p.name, num_classes=num_classes, **p.options)
+            self.priors = nn.ModuleDict({m: create_prior(p.name, num_classes=num_classes, class_names=self.class_names,
+                                                         **p.options)
                                          for m, p in config.priors.items()})
             for prior in self.priors.values():
                 prior.requires_grad_(False)

@@ -9,20 +9,43 @@ with the other modalities by the product of probabilities,
 
 for the samples that carry modality *m* (the others keep their prediction). Priors are trained on
 their own data (e.g. a presence-only location/date prior on occurrence records) and kept fixed
-while the rest of the model trains. Implementations register in :data:`PRIORS`.
+while the rest of the model trains. Implementations register in :data:`PRIORS`; a factory with
+``needs_class_names = True`` also gets the model's ``class_names`` (e.g. to map them to another
+model's labels).
+
+Registered: ``"birdnet_species"`` (:class:`fgmm.audio.prior.BirdNETSpeciesPrior`, BirdNET's own species
+output read from the audio modality's features; extra ``fgmm[audio]``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
+from fgmm.errors import ConfigError
 from fgmm.registry import Registry
 
 PRIORS: Registry[nn.Module] = Registry("class prior")
 
 
-def create_prior(name: str, num_classes: int, **options: Any) -> nn.Module:
-    """The prior registered as ``name`` in :data:`PRIORS`."""
-    return PRIORS.create(name, num_classes=num_classes, **options)
+def create_prior(name: str, num_classes: int, class_names: Sequence[str] | None = None, **options: Any) -> nn.Module:
+    """The prior registered as ``name`` in :data:`PRIORS` (given ``class_names`` when it needs them)."""
+    factory = PRIORS.get(name)
+    if getattr(factory, "needs_class_names", False):
+        if class_names is None:
+            raise ConfigError(f"the class prior '{name}' needs the model's class names")
+        return factory(num_classes=num_classes, class_names=list(class_names), **options)
+    return factory(num_classes=num_classes, **options)
+
+
+@PRIORS.register("birdnet_species")
+def birdnet_species_prior(num_classes: int, class_names: Sequence[str], **options: Any) -> nn.Module:
+    """BirdNET's species output as a class prior (:class:`fgmm.audio.prior.BirdNETSpeciesPrior`)."""
+    from fgmm.audio.prior import BirdNETSpeciesPrior
+
+    return BirdNETSpeciesPrior(num_classes=num_classes, class_names=class_names, **options)
+
+
+birdnet_species_prior.needs_class_names = True  # type: ignore[attr-defined]

@@ -78,7 +78,8 @@ class TaskContext:
 
         widths = {m: int(f.shape[1]) for m, f in self.features.items()} | dict(dims or {})
         wanted = model_config(preset, **overrides).modalities
-        modalities = {m: {"input_dim": widths[m], "encoder": self.encoders.get(m)} for m in wanted}
+        modalities = {m: {"input_dim": widths[m]} | ({"encoder": self.encoders[m]} if m in self.encoders else {})
+                      for m in wanted}
         patch = overrides.pop("modalities", {})
         for m, spec in patch.items():
             modalities[m] = modalities.get(m, {}) | spec

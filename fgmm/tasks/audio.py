@@ -1,35 +1,34 @@
-r"""Audio tasks: recording -> class and image <-> recording retrieval (DESIGN.md section 3 keys).
+r"""Audio tasks on the one model: recording -> class and image <-> recording retrieval (DESIGN.md section 3 keys).
 
 Recordings: ``dataset.recordings`` (CUB: class-level xeno-canto recordings; those with ``is_train=0`` in
 their metadata are the held-out test recordings), or else the samples that carry audio (procedural
 set: test = the samples of the test split). Nothing is tuned on held-out recordings.
 
-**Recognition paths** (:data:`AUDIO_PATHS`), each giving log p(class | recording) over the classes
-that have a training recording:
+Every figure comes from :class:`fgmm.FGModel` s built by :meth:`TaskContext.model` from presets on the
+recordings' cached features (featurizer ``"audio"``: one pooled vector per recording):
 
-* ``default``: log-mel EfficientNet-Lite0 (offline ImageNet weights, frozen) + window-voting nearest
-  class mean, unwhitened (:class:`~fgmm.audio.recognition.WindowVotingNCM`);
-* ``birdnet``: BirdNET V2.4 embeddings + nearest class mean, unwhitened (extra ``fgmm[audio]``,
-  CC BY-NC-SA 4.0);
-* ``birdnet_species``: BirdNET's own species output mapped to the classes (``cub_to_birdnet.csv`` when
-  found next to the dataset, else by common name), the reference point; it was trained on xeno-canto;
-* ``birdnet_fused``: ``birdnet`` + ``birdnet_species`` (sum of log-probabilities, weight
-  :data:`SPECIES_WEIGHT`).
+* recognition from an audio-only model (presets ``"audio"``, ``"audio-birdnet"``: nearest class mean on
+  centred encoder features, the BirdNET one times BirdNET's species output as a class prior);
+* retrieval from an image + audio model (presets ``"image-audio"``, ``"image-audio-birdnet"``) fitted on
+  the training images and the training recordings: one set of class embeddings scores both modalities,
+  and an image and a recording are compared through the model's class posteriors,
+  :math:`\sum_c p(c \mid \text{image})\, p(c \mid \text{recording})` (the probability that both share
+  their class) over the classes with a training recording (:data:`RETRIEVAL_VIEW`; the cosine of their
+  joint embeddings scored lower on the dev protocol, benchmarks/README.md).
 
-Choices (classifier, pooling, whitening, fusion weight) were made on the dev protocol below.
+**Paths** (:data:`AUDIO_PATHS`): ``default`` (offline log-mel EfficientNet-Lite0), ``birdnet`` (BirdNET
+embeddings: the BirdNET model with its prior left out), ``birdnet_species`` (BirdNET's own species output
+alone, the prior of that model: the reference point; it was trained on xeno-canto) and ``birdnet_fused``
+(the BirdNET model as it is). BirdNET needs the extra ``fgmm[audio]`` (CC BY-NC-SA 4.0).
 
 **Keys.** With held-out recordings: ``audio_top1`` (held-out recordings -> class, among the classes with
 a training recording), ``i2a_mAP`` (queries: test images of the classes that have a held-out recording;
 gallery: the held-out recordings; class-level relevance) and ``a2i_mAP`` (the reverse), from the best
 available path (:data:`BEST_PATHS`, named under ``audio_path``), and the same keys of every available
-path with its name as suffix (``audio_top1_default``, ``i2a_mAP_birdnet``, ...). Images and recordings
-meet at the class level (:mod:`fgmm.audio.alignment`): a pair is scored by the probability that both
-share their class, :math:`\sum_c p(c \mid \text{image})\, p(c \mid \text{recording})`, over the classes
-with a training recording; the image posteriors come from the image task's model
-(:func:`fgmm.tasks.image.image_model`, fitted once per context).
+path with its name as suffix (``audio_top1_default``, ``i2a_mAP_birdnet``, ...).
 
 **Dev keys** (only when no recording is held out, e.g. the developers' CUB bundle), after dropping
-recordings that repeat another one (:func:`~fgmm.audio.recognition.duplicate_recordings`; CUB has
+recordings that repeat another one (:func:`~fgmm.audio.protocol.duplicate_recordings`; CUB has
 one byte-identical pair), over the classes with at least two recordings:
 ``audio_top1_dev_loo_<path>`` (each of their recordings held out once, all others train),
 ``audio_top1_dev_1shot_<path>`` (the held-out recording's class keeps one other recording, as most
@@ -37,44 +36,78 @@ CUB classes have one), ``i2a_mAP_dev_1shot_<path>`` / ``a2i_mAP_dev_1shot_<path>
 each such class held out and one other kept for training, :data:`DEV_DRAWS` seeded draws, images as in
 the contract; the gallery has 7 recordings instead of the hidden test's 19, so see the chance level) and the
 chance levels ``i2a_mAP_dev_chance`` / ``a2i_mAP_dev_chance`` (expected mAP of a random ranking).
-``audio_windows_per_s_<encoder>``: encoding speed of this run (windows/s, decoding included) when
-something was encoded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from fgmm.audio.alignment import restrict, same_class_probability
-from fgmm.audio.features import EncodedRecordings, encode_recordings
-from fgmm.audio.recognition import (
-    Fold,
-    create_recording_classifier,
-    duplicate_recordings,
-    leave_one_out_folds,
-    one_shot_folds,
-)
+from fgmm.audio.protocol import Fold, duplicate_recordings, leave_one_out_folds, one_shot_folds
 from fgmm.data.sample import Sample
-from fgmm.encoders import create_encoder
 from fgmm.errors import DataError, MissingExtraError
 from fgmm.registry import Registry
 from fgmm.retrieval.metrics import mean_average_precision
+from fgmm.space import FGModel, ModalityTable, model_config
+from fgmm.space.features import featurize
+from fgmm.space.inputs import build_encoder
 from fgmm.tasks import TASKS, TaskContext
 
 DEV_DRAWS = 10
 ONE_SHOT_REPEATS = 3
-SPECIES_WEIGHT = 2.0
 BEST_PATHS = ("birdnet_fused", "default")
 """The path behind the contract keys: the first one available (BirdNET needs the extra)."""
 BIRDNET_TABLE = "cub_to_birdnet.csv"
+RETRIEVAL_VIEW = "posterior"
+"""How images and recordings are compared in the joint model (see the module docstring)."""
 
-AUDIO_PATHS: Registry[Callable] = Registry("audio recognition path")
-"""``name -> fn(run, fold) -> ([len(fold.test), C] log-probabilities, classes)``."""
+AUDIO_VIEWS: Registry[torch.Tensor] = Registry("audio view")
+"""``name -> fn(model, features [N, d]) -> [N, C]`` log p(class | recording) read from a fitted model."""
+
+
+@AUDIO_VIEWS.register("model")
+def model_view(model: FGModel, features: torch.Tensor) -> torch.Tensor:
+    """The model's prediction (class embeddings and class priors)."""
+    return torch.log_softmax(model.logits({"audio": features}), dim=1)
+
+
+@AUDIO_VIEWS.register("embedding")
+def embedding_view(model: FGModel, features: torch.Tensor) -> torch.Tensor:
+    """The audio embedding scored against the class embeddings, the class prior left out."""
+    model.eval()
+    with torch.no_grad():
+        return torch.log_softmax(model({"audio": features})["logits_audio"], dim=1)
+
+
+@AUDIO_VIEWS.register("prior")
+def prior_view(model: FGModel, features: torch.Tensor) -> torch.Tensor:
+    """The audio class prior alone, over the classes the model can name."""
+    with torch.no_grad():
+        log_prior = model.priors["audio"](features)
+    return torch.log_softmax(log_prior.masked_fill(~model.available_classes(), float("-inf")), dim=1)
+
+
+@dataclass(frozen=True)
+class AudioPath:
+    """A recognition path: the audio-only preset, the image + audio preset, and the view read from them."""
+
+    preset: str
+    joint: str
+    view: str = "model"
+
+
+AUDIO_PATHS: dict[str, AudioPath] = {
+    "default": AudioPath("audio", "image-audio"),
+    "birdnet": AudioPath("audio-birdnet", "image-audio-birdnet", "embedding"),
+    "birdnet_species": AudioPath("audio-birdnet", "image-audio-birdnet", "prior"),
+    "birdnet_fused": AudioPath("audio-birdnet", "image-audio-birdnet"),
+}
 
 
 def audio_recordings(ctx: TaskContext) -> tuple[list[Sample], np.ndarray]:
@@ -91,121 +124,90 @@ def audio_recordings(ctx: TaskContext) -> tuple[list[Sample], np.ndarray]:
 
 @dataclass
 class AudioRun:
-    """Recordings, their encoded windows per encoder, and what tasks share (kept in ``ctx.shared["audio"]``)."""
+    """Recordings, their features per audio encoder, and what tasks share (kept in ``ctx.shared["audio"]``).
+
+    Attributes:
+        audio: overrides of every preset's ``audio`` modality (e.g. a smaller front end in tests).
+    """
 
     ctx: TaskContext
     recordings: list[Sample]
     held_out: np.ndarray
-    features: dict[str, EncodedRecordings] = field(default_factory=dict)
+    audio: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, ModalityTable] = field(default_factory=dict)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-    speed: dict[str, float] = field(default_factory=dict)
-    birdnet_classes: list[list[int]] | None = None
-    specs: dict[str, tuple[str, dict]] = field(default_factory=lambda: dict(ENCODER_SPECS))
 
     @property
     def labels(self) -> np.ndarray:
         return np.array([r.label for r in self.recordings], dtype=np.int64)
 
-    def windows(self, encoder: str) -> list[torch.Tensor]:
-        """Window features of every recording (in :attr:`recordings` order) from ``encoder``."""
-        if encoder not in self.features:
-            name, options = self.specs[encoder]
-            model = create_encoder("audio", name, **options)
-            result = encode_recordings(model, [r.audio for r in self.recordings], self.ctx.cache, skip_bad=True,
-                                       progress=False)
-            if result.encoded:
-                self.speed[f"audio_windows_per_s_{encoder}"] = round(result.windows_encoded / result.seconds, 2)
-            self.features[encoder] = result
-            if result.skipped:
-                self.skipped += [s for s in result.skipped if s not in self.skipped]
-                self.keep(result.kept, encoded_by=encoder)
-            if encoder == "birdnet_logits":
-                self.birdnet_classes = _birdnet_classes(self.ctx, model.labels)
-        return self.features[encoder].windows
+    def overrides(self, preset: str) -> dict[str, Any]:
+        """Keyword arguments of :meth:`TaskContext.model` for ``preset`` on these recordings."""
+        overrides: dict[str, Any] = {"modalities": {"audio": dict(self.audio)}}
+        if "birdnet" in preset:
+            overrides["priors"] = {"audio": {"options": {"table": self.birdnet_table()}}}
+        return overrides
 
-    def keep(self, indices: list[int], encoded_by: str | None = None) -> None:
-        """Keep only the recordings ``indices`` of :attr:`recordings` in every encoder's features
-        (``encoded_by``'s features already hold only those)."""
+    def birdnet_table(self) -> str | None:
+        """``cub_to_birdnet.csv`` next to the dataset (or its parent), if there is one."""
+        root = self.ctx.dataset.root
+        tables = [p for p in ((root / BIRDNET_TABLE, root.parent / BIRDNET_TABLE) if root else ()) if p.is_file()]
+        return str(tables[0]) if tables else None
+
+    def features(self, preset: str) -> torch.Tensor:
+        """``[N, d]`` features of every recording (in :attr:`recordings` order) for the preset's audio encoder."""
+        spec = model_config(preset, modalities={"audio": self.audio}).modalities["audio"]
+        key = f"{spec.encoder}|{sorted(spec.encoder_options.items())}"
+        if key not in self.tables:
+            table = featurize("audio", build_encoder("audio", spec), self.recordings, self.ctx.cache, skip_bad=True)
+            self.tables[key] = table
+            if table.skipped:
+                self.skipped += [(self.recordings[i].audio, why) for i, why in table.skipped]
+                self.keep([i for i, rows in enumerate(table.rows) if rows])
+        return self.tables[key].pooled()
+
+    def keep(self, indices: list[int]) -> None:
+        """Keep only the recordings ``indices`` of :attr:`recordings` (in every encoder's table)."""
         self.recordings = [self.recordings[i] for i in indices]
         self.held_out = self.held_out[indices]
-        for name, result in self.features.items():
-            rows = range(len(indices)) if name == encoded_by else indices
-            result.windows = [result.windows[j] for j in rows]
-            result.kept = list(range(len(indices)))
+        for key, table in self.tables.items():
+            self.tables[key] = ModalityTable(table.pooled()[indices], [[j] for j in range(len(indices))])
 
+    def model(self, preset: str, train: np.ndarray, features: torch.Tensor | None = None, **overrides: Any
+              ) -> FGModel:
+        """The audio-only ``preset`` fitted on the recordings ``train`` (``features``: other recording vectors
+        than the preset's encoder gives; ``overrides``: patches of the preset, e.g. another projection)."""
+        features = self.features(preset) if features is None else features
+        patch = self.overrides(preset)
+        for key, value in overrides.items():
+            patch[key] = {m: patch.get(key, {}).get(m, {}) | spec for m, spec in value.items()}
+        model = self.ctx.model(preset, dims={"audio": features.shape[1]}, **patch)
+        model.fit_features({"audio": ModalityTable.one_per_sample(features[train])},
+                           torch.as_tensor(self.labels[train]))
+        return model
 
-ENCODER_SPECS: dict[str, tuple[str, dict]] = {
-    "default": ("efficientnet_lite0", {}),
-    "birdnet": ("birdnet", {}),
-    "birdnet_logits": ("birdnet", {"output": "logits"}),
-}
-
-
-def _birdnet_classes(ctx: TaskContext, labels: list[str]) -> list[list[int]]:
-    from fgmm.audio.birdnet import birdnet_class_map
-
-    root = ctx.dataset.root
-    tables = [p for p in ((root / BIRDNET_TABLE, root.parent / BIRDNET_TABLE) if root else ()) if p.is_file()]
-    return birdnet_class_map(ctx.dataset.class_names, labels, tables[0] if tables else None,
-                             ctx.dataset.meta.get("class_folders"))
-
-
-def classifier_path(encoder: str, classifier: str, **options) -> Callable:
-    def path(run: AudioRun, fold: Fold) -> tuple[torch.Tensor, list[int]]:
-        windows, labels = run.windows(encoder), run.labels
-        model = create_recording_classifier(classifier, **options)
-        model.fit([windows[i] for i in fold.train], labels[fold.train].tolist())
-        return model.log_probs([windows[i] for i in fold.test]), list(model.classes)
-
-    return path
-
-
-AUDIO_PATHS.register("default")(classifier_path("default", "window_ncm", shrinkage=None))
-AUDIO_PATHS.register("birdnet")(classifier_path("birdnet", "ncm", shrinkage=None))
-
-
-@AUDIO_PATHS.register("birdnet_species")
-def birdnet_species_path(run: AudioRun, fold: Fold) -> tuple[torch.Tensor, list[int]]:
-    """BirdNET's species logits, best window and best label per class (a class without a BirdNET label gets
-    the recording's lowest score minus 1), as log-softmax over the classes with a training recording."""
-    from fgmm.audio.birdnet import species_scores
-
-    windows = run.windows("birdnet_logits")
-    classes = sorted({int(y) for y in run.labels[fold.train]})
-    mapping = [run.birdnet_classes[c] for c in classes]
-    scores = torch.stack([species_scores(windows[i], mapping) for i in fold.test])
-    known = torch.isfinite(scores)
-    floor = torch.where(known, scores, torch.inf).amin(dim=1, keepdim=True) - 1.0  # per recording
-    floor = torch.where(torch.isfinite(floor), floor, torch.zeros_like(floor))
-    return torch.log_softmax(torch.where(known, scores, floor), dim=1), classes
-
-
-def fused_path(weight: float) -> Callable:
-    """``birdnet`` + ``weight`` x ``birdnet_species`` log-probabilities, renormalised (a product of experts)."""
-
-    def path(run: AudioRun, fold: Fold) -> tuple[torch.Tensor, list[int]]:
-        embedding, classes = AUDIO_PATHS.get("birdnet")(run, fold)
-        species, species_classes = birdnet_species_path(run, fold)
-        if classes != species_classes:  # pragma: no cover - both are the sorted training classes
-            raise RuntimeError("BirdNET paths disagree on the classes")
-        return torch.log_softmax(embedding + weight * species, dim=1), classes
-
-    return path
-
-
-AUDIO_PATHS.register("birdnet_fused")(fused_path(SPECIES_WEIGHT))
+    def joint_model(self, preset: str, train: np.ndarray) -> FGModel:
+        """The image + audio ``preset`` fitted on the training images and the recordings ``train``."""
+        ctx, features = self.ctx, self.features(preset)
+        images, _ = ctx.trained_indices()
+        n_images, n_audio = len(images), len(train)
+        image_rows = [[k] for k in range(n_images)] + [[] for _ in range(n_audio)]
+        audio_rows = [[] for _ in range(n_images)] + [[k] for k in range(n_audio)]
+        tables = {"image": ModalityTable(ctx.features["image"][images], image_rows),
+                  "audio": ModalityTable(features[train], audio_rows)}
+        labels = torch.cat([ctx.labels(images), torch.as_tensor(self.labels[train])])
+        model = ctx.model(preset, dims={"audio": features.shape[1]}, **self.overrides(preset))
+        with ctx.train_config(f"audio-{preset}", len(labels)) as config:
+            model.fit_features(tables, labels, train=config)
+        return model
 
 
 def available_paths(run: AudioRun) -> list[str]:
-    """The registered paths whose encoders can be created here (BirdNET needs the extra)."""
+    """The paths whose encoders can be created here (BirdNET needs the extra)."""
     names = []
-    for name in AUDIO_PATHS.names():
+    for name, path in AUDIO_PATHS.items():
         try:
-            if name.startswith("birdnet"):
-                run.windows("birdnet")
-                run.windows("birdnet_logits")
-            else:
-                run.windows(name)
+            run.features(path.preset)
         except MissingExtraError:
             continue
         names.append(name)
@@ -222,42 +224,78 @@ def audio_run(ctx: TaskContext) -> AudioRun:
     return ctx.shared["audio"]
 
 
-def _image_log_probs(ctx: TaskContext, indices: np.ndarray) -> torch.Tensor:
-    """``[len(indices), num_classes]`` image log-probabilities from the image task's model (the one model,
-    trained once per context by :func:`fgmm.tasks.image.image_model`)."""
-    from fgmm.tasks.image import image_model
+def _by_preset(paths: Sequence[str], preset: Callable[[AudioPath], str]) -> dict[str, list[str]]:
+    """The paths grouped by the model they read (one fit serves several paths)."""
+    groups: dict[str, list[str]] = {}
+    for name in paths:
+        groups.setdefault(preset(AUDIO_PATHS[name]), []).append(name)
+    return groups
 
-    logits = image_model(ctx).logits({"image": ctx.features["image"][torch.as_tensor(indices)]})
-    return torch.log_softmax(logits.float().cpu(), dim=1)
+
+def recording_log_probs(run: AudioRun, paths: Sequence[str], fold: Fold) -> dict[str, torch.Tensor]:
+    """``{path: [len(fold.test), C] log p(class | recording)}`` of the fold's test recordings (one audio-only
+    model per preset, fitted on the fold's training recordings)."""
+    out = {}
+    for preset, names in _by_preset(paths, lambda p: p.preset).items():
+        model, features = run.model(preset, fold.train), run.features(preset)[fold.test]
+        out.update({name: AUDIO_VIEWS.get(AUDIO_PATHS[name].view)(model, features) for name in names})
+    return out
 
 
-def _retrieval(ctx: TaskContext, audio_log_probs: torch.Tensor, audio_classes: list[int],
-               gallery_labels: np.ndarray) -> dict[str, float]:
-    """``i2a_mAP``/``a2i_mAP`` of test images of the gallery's classes against the gallery recordings."""
+def recording_top1(log_probs: torch.Tensor, labels: np.ndarray) -> float:
+    return float((log_probs.argmax(dim=1).numpy() == labels).mean())
+
+
+def _retrieval_scores(image_log_probs: torch.Tensor, audio_log_probs: torch.Tensor, classes: list[int],
+                      num_classes: int) -> torch.Tensor:
+    """``[Q, G]`` same-class probabilities of images and recordings over ``classes``."""
+    everything = range(num_classes)
+    return same_class_probability(restrict(image_log_probs, everything, classes),
+                                  restrict(audio_log_probs, everything, classes))
+
+
+def retrieval(run: AudioRun, paths: Sequence[str], fold: Fold) -> dict[str, dict[str, float]]:
+    """``{path: {"i2a_mAP", "a2i_mAP"}}``: test images of the gallery's classes against the fold's test
+    recordings, through one image + audio model per preset fitted on the training images and recordings."""
+    ctx, labels = run.ctx, run.labels
+    gallery = labels[fold.test]
     test = ctx.indices("test")
-    queries = test[np.isin(ctx.dataset.labels[test], gallery_labels)]
+    queries = test[np.isin(ctx.dataset.labels[test], gallery)]
     if not len(queries):
         raise DataError(ctx.dataset.root, "no test image of a class with a held-out recording")
-    images = restrict(_image_log_probs(ctx, queries), range(ctx.dataset.num_classes), audio_classes)
-    scores = same_class_probability(images, audio_log_probs)
-    image_labels, audio_labels = torch.as_tensor(ctx.dataset.labels[queries]), torch.as_tensor(gallery_labels)
-    return {"i2a_mAP": mean_average_precision(scores, image_labels, audio_labels),
-            "a2i_mAP": mean_average_precision(scores.T, audio_labels, image_labels)}
+    classes = sorted({int(c) for c in labels[fold.train]})
+    image_labels, audio_labels = torch.as_tensor(ctx.dataset.labels[queries]), torch.as_tensor(gallery)
+    out = {}
+
+    def maps(scores: torch.Tensor) -> dict[str, float]:
+        return {"i2a_mAP": mean_average_precision(scores, image_labels, audio_labels),
+                "a2i_mAP": mean_average_precision(scores.T, audio_labels, image_labels)}
+
+    for preset, names in _by_preset(paths, lambda p: p.joint).items():
+        model = run.joint_model(preset, fold.train)
+        image_features, recordings = ctx.features["image"][torch.as_tensor(queries)], run.features(preset)[fold.test]
+        images = torch.log_softmax(model.logits({"image": image_features}), dim=1)
+        for name in names:
+            audio_log_probs = AUDIO_VIEWS.get(AUDIO_PATHS[name].view)(model, recordings)
+            out[name] = maps(_retrieval_scores(images, audio_log_probs, classes, ctx.dataset.num_classes))
+        with torch.no_grad():  # the other view of the same model: cosine of the joint embeddings
+            out[f"cosine_{preset.replace('-', '_')}"] = maps(model.embed("image", image_features)
+                                                              @ model.embed("audio", recordings).T)
+    return out
 
 
-def recording_top1(log_probs: torch.Tensor, classes: list[int], labels: np.ndarray) -> float:
-    return float((np.asarray(classes)[log_probs.argmax(dim=1).numpy()] == labels).mean())
-
-
-def _contract(ctx: TaskContext, run: AudioRun, path: str) -> dict[str, float]:
+def _contract(run: AudioRun, paths: Sequence[str]) -> dict[str, float]:
     labels = run.labels
     train = np.flatnonzero(~run.held_out)
     test = np.flatnonzero(run.held_out & np.isin(labels, labels[train]))
     if not len(test):
-        raise DataError(ctx.dataset.root, "no held-out recording of a class with a training recording")
-    log_probs, classes = AUDIO_PATHS.get(path)(run, Fold(train, test))
-    return {"audio_top1": recording_top1(log_probs, classes, labels[test]),
-            **_retrieval(ctx, log_probs, classes, labels[test])}
+        raise DataError(run.ctx.dataset.root, "no held-out recording of a class with a training recording")
+    fold = Fold(train, test)
+    metrics = {f"audio_top1_{name}": recording_top1(log_probs, labels[test])
+               for name, log_probs in recording_log_probs(run, paths, fold).items()}
+    for name, keys in retrieval(run, paths, fold).items():
+        metrics.update({f"{key}_{name}": value for key, value in keys.items()})
+    return metrics
 
 
 def _dev_draws(labels: np.ndarray, seed: int) -> list[Fold]:
@@ -273,21 +311,27 @@ def _dev_draws(labels: np.ndarray, seed: int) -> list[Fold]:
     return folds
 
 
-def _dev(ctx: TaskContext, run: AudioRun, path: str) -> dict[str, float]:
-    fn, labels = AUDIO_PATHS.get(path), run.labels
-    metrics = {}
-    for name, folds in (("loo", leave_one_out_folds(labels)),
-                        ("1shot", one_shot_folds(labels, ctx.seed, ONE_SHOT_REPEATS))):
-        hits = [recording_top1(*fn(run, fold), labels[fold.test]) for fold in folds]
-        metrics[f"audio_top1_dev_{name}_{path}"] = float(np.mean(hits)) if hits else None
-    draws = [_retrieval(ctx, *fn(run, fold), labels[fold.test]) for fold in _dev_draws(labels, ctx.seed)]
-    for key in ("i2a_mAP", "a2i_mAP"):
-        metrics[f"{key}_dev_1shot_{path}"] = float(np.mean([d[key] for d in draws])) if draws else None
+def _dev(run: AudioRun, paths: Sequence[str]) -> dict[str, float]:
+    labels, seed = run.labels, run.ctx.seed
+    metrics: dict[str, float] = {}
+    for protocol, folds in (("loo", leave_one_out_folds(labels)),
+                            ("1shot", one_shot_folds(labels, seed, ONE_SHOT_REPEATS))):
+        hits: dict[str, list[float]] = {name: [] for name in paths}
+        for fold in folds:
+            for name, log_probs in recording_log_probs(run, paths, fold).items():
+                hits[name].append(recording_top1(log_probs, labels[fold.test]))
+        metrics.update({f"audio_top1_dev_{protocol}_{name}": float(np.mean(h)) if h else None
+                        for name, h in hits.items()})
+    draws = [retrieval(run, paths, fold) for fold in _dev_draws(labels, seed)]
+    for name in draws[0]:  # the paths, and the cosine view of each image + audio model
+        for key in ("i2a_mAP", "a2i_mAP"):
+            metrics[f"{key}_dev_1shot_{name}"] = float(np.mean([d[name][key] for d in draws]))
     return metrics
 
 
-def _chance(ctx: TaskContext, run: AudioRun) -> dict[str, float]:
+def _chance(run: AudioRun) -> dict[str, float]:
     """Expected dev mAP of a random ranking (mean over 200 random score matrices of the first draw)."""
+    ctx = run.ctx
     fold = _dev_draws(run.labels, ctx.seed)[0]
     gallery = run.labels[fold.test]
     test = ctx.indices("test")
@@ -303,30 +347,27 @@ def _chance(ctx: TaskContext, run: AudioRun) -> dict[str, float]:
 def audio_task(ctx: TaskContext) -> dict[str, float]:
     """Every available path side by side; the contract keys from the best one (:data:`BEST_PATHS`)."""
     run = audio_run(ctx)
-    return _evaluate(ctx, run, available_paths(run))
+    return _evaluate(run, available_paths(run))
 
 
 @TASKS.register("audio_default")
 def audio_default_task(ctx: TaskContext) -> dict[str, float]:
     """The offline default path only (no BirdNET even when installed): the demo's audio rows."""
-    return _evaluate(ctx, audio_run(ctx), ["default"])
+    return _evaluate(audio_run(ctx), ["default"])
 
 
-def _evaluate(ctx: TaskContext, run: AudioRun, paths: list[str]) -> dict[str, float]:
+def _evaluate(run: AudioRun, paths: list[str]) -> dict[str, Any]:
     best = next(p for p in BEST_PATHS if p in paths)
-    metrics: dict = {"audio_path": best, "audio_paths": paths, "audio_recordings": len(run.recordings),
-                     "audio_held_out": int(run.held_out.sum())}
+    metrics: dict[str, Any] = {"audio_path": best, "audio_paths": paths, "audio_recordings": len(run.recordings),
+                               "audio_held_out": int(run.held_out.sum())}
     if run.held_out.any():
-        for path in paths:
-            metrics.update({f"{k}_{path}": v for k, v in _contract(ctx, run, path).items()})
+        metrics.update(_contract(run, paths))
         metrics.update({k: metrics[f"{k}_{best}"] for k in ("audio_top1", "i2a_mAP", "a2i_mAP")})
     else:
-        duplicates = duplicate_recordings(run.windows("default"))
-        run.keep([i for i in range(len(run.recordings)) if i not in set(duplicates)])
+        duplicates = set(duplicate_recordings(run.features(AUDIO_PATHS["default"].preset)))
+        run.keep([i for i in range(len(run.recordings)) if i not in duplicates])
         metrics["audio_dev_duplicates_dropped"] = len(duplicates)
-        for path in paths:
-            metrics.update(_dev(ctx, run, path))
-        metrics.update(_chance(ctx, run))
-    metrics.update(run.speed)
+        metrics.update(_dev(run, paths))
+        metrics.update(_chance(run))
     metrics["audio_skipped"] = [{"path": str(p), "problem": why} for p, why in run.skipped]
     return metrics
