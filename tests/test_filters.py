@@ -129,7 +129,7 @@ def test_crossmodal_from_embeddings_and_class_embeddings(problem) -> None:
     image, text, labels, truth, *_ = problem
     centres = torch.stack([image[torch.from_numpy(truth == c)].mean(0) for c in range(CLASSES)])
     signals = FilterSignals(labels, CLASSES, embeddings={"image": image}, class_embeddings={"image": centres})
-    result = create_filter("crossmodal", threshold="mixture").fit(signals)
+    result = create_filter("crossmodal", threshold="anchored").fit(signals)
     assert detection_scores(result.flagged, labels != truth)["f1"] >= 0.85
 
 

@@ -66,7 +66,7 @@ def demo(
     vision: str = typer.Option("efficientnet_lite0", help="frozen vision encoder (any timm name; the demo's "
                                                           "fast default, other commands use efficientnet_lite2)"),
     image_size: int = typer.Option(160, min=16, help="encoder input size"),
-    tasks: str = typer.Option(",".join(("image", "kg", "zsl", "text", "retrieval")),
+    tasks: str = typer.Option(",".join(("image", "kg", "zsl", "text", "retrieval", "noise")),
                               help="comma-separated tasks to run"),
     force: bool = typer.Option(False, "--force", help="write into a non-empty folder fgmm did not create "
                                                       "(nothing already there is overwritten)"),

@@ -14,15 +14,13 @@ experts over the modalities a sample has (:math:`M_i`):
     \log p(c \mid \mathbf{x}_i) = \sum_{m \in M_i} \log p_m(c \mid \mathbf{x}_i) - \log Z_i
 
 (or ``signals.probabilities`` when the run already fused them). A label is suspect when the
-combined evidence does not support it: a two-component Gaussian mixture on the log-odds against the
-given label, :math:`s_i = \log \frac{1 - p(\tilde y_i \mid \mathbf{x}_i)}{p(\tilde y_i \mid \mathbf{x}_i)}`, puts
-it in the high component (``threshold="mixture"``, the default; :func:`~fgmm.filters.base.mixture_split`),
-or confident learning's prune-by-noise-rate on :math:`p(\cdot \mid \mathbf{x})` decides
-(``threshold="noise_rate"``, :mod:`fgmm.filters.confident`). Why log-odds: probabilities live on
-:math:`(0, 1)`, wrong labels pile up near 0 and right ones spread towards 1; on the log-odds scale both
-groups are closer to Gaussian (a logit-normal mixture), and among the scales :math:`1 - p`,
-:math:`-\log p` (DivideMix's loss) and the log-odds, the mixture's own likelihood (no ground truth
-needed) was highest for the log-odds on every CUB noise setting and on the procedural demo set.
+combined evidence does not support it: the log-odds against the given label,
+:math:`s_i = \log \frac{1 - p(\tilde y_i \mid \mathbf{x}_i)}{p(\tilde y_i \mid \mathbf{x}_i)}`, falls in a
+noise component of a mixture whose noise components are anchored to the scores of labels known to be
+wrong (``threshold="anchored"``, the default; :func:`~fgmm.filters.base.anchored_noise_split`: it
+flags almost nothing on a clean dataset, where a free mixture would split off the hard half), or
+confident learning's prune-by-noise-rate on :math:`p(\cdot \mid \mathbf{x})` decides
+(``threshold="noise_rate"``, :mod:`fgmm.filters.confident`).
 
 A suspect sample is **relabelled** only on cross-modal consensus — every modality it has votes for
 the same class :math:`c \ne \tilde y_i`, and :math:`p(c \mid \mathbf{x}_i) \ge` ``relabel_threshold``;
@@ -44,8 +42,7 @@ from fgmm.filters.base import (
     FilterResult,
     FilterSignals,
     NoiseFilter,
-    label_log_odds,
-    mixture_split,
+    anchored_noise_split,
 )
 from fgmm.filters.confident import calibrated_joint, confident_joint, prune_by_noise_rate
 from fgmm.filters.probabilities import fit_temperatures
@@ -85,25 +82,28 @@ class CrossModalAgreement(NoiseFilter):
 
     Args:
         modalities: which modalities vote (default: all that the signals describe).
-        threshold: ``"mixture"`` (GMM split of the log-odds against the given label) or
-            ``"noise_rate"`` (confident learning's prune-by-noise-rate on the combined distribution).
+        threshold: ``"anchored"`` (:func:`~fgmm.filters.base.anchored_noise_split` of the log-odds against
+            the given label) or ``"noise_rate"`` (confident learning's prune-by-noise-rate).
         relabel_threshold: least combined probability of the consensus class to relabel.
         open_set_threshold: a suspect sample whose modalities all give every class less is open-set.
+        seed: of the draws of known-wrong labels that anchor the mixture.
 
-    ``info``: ``modalities``, ``noise_rate`` (the share flagged by the mixture, or confident learning's
-    estimate), ``consensus`` (suspects relabelled on consensus).
+    ``info``: ``modalities``, ``noise_rate`` (estimated: one minus the mixture's clean share, or
+    confident learning's estimate), ``shares`` (the mixture's weights), ``consensus`` (suspects
+    relabelled on consensus).
     """
 
     name = "crossmodal"
 
-    def __init__(self, modalities: list[str] | None = None, threshold: str = "mixture",
-                 relabel_threshold: float = 0.5, open_set_threshold: float = 0.0):
-        if threshold not in ("noise_rate", "mixture"):
-            raise ConfigError(f"cross-modal agreement: threshold must be 'noise_rate' or 'mixture', got '{threshold}'")
+    def __init__(self, modalities: list[str] | None = None, threshold: str = "anchored",
+                 relabel_threshold: float = 0.5, open_set_threshold: float = 0.0, seed: int = 0):
+        if threshold not in ("anchored", "noise_rate"):
+            raise ConfigError(f"cross-modal agreement: threshold must be 'anchored' or 'noise_rate', got '{threshold}'")
         self.modalities = modalities
         self.threshold = threshold
         self.relabel_threshold = relabel_threshold
         self.open_set_threshold = open_set_threshold
+        self.seed = seed
 
     def combined(self, signals: FilterSignals, per_modality: dict[str, np.ndarray]) -> np.ndarray:
         """The product of experts over each sample's modalities (or the run's fused probabilities)."""
@@ -124,14 +124,15 @@ class CrossModalAgreement(NoiseFilter):
         labels = signals.labels
         rows = np.arange(len(labels))
         combined = self.combined(signals, per_modality)
+        shares = None
         if self.threshold == "noise_rate":
             joint, _ = confident_joint(combined, labels)
             calibrated = calibrated_joint(joint, labels)
             noise_rate = float((calibrated.sum() - np.trace(calibrated)) / len(labels))
             flagged = prune_by_noise_rate(combined, labels, calibrated)
         else:
-            flagged, _ = mixture_split(label_log_odds(combined, labels))
-            noise_rate = float(flagged.mean())
+            split = anchored_noise_split(combined, labels, seed=self.seed)
+            flagged, noise_rate, shares = split.flagged, split.noise_rate, split.shares
         # consensus: every modality a sample has votes for the same class
         votes = np.stack([np.where(signals.mask(m).numpy(), p.argmax(1), -1) for m, p in per_modality.items()]) \
             if per_modality else combined.argmax(1)[None, :]
@@ -148,5 +149,5 @@ class CrossModalAgreement(NoiseFilter):
         decisions[flagged] = Decision.DROP
         decisions[relabel] = Decision.RELABEL
         return FilterResult(decisions, 1.0 - combined[rows, labels], suggested,
-                            info={"modalities": list(per_modality), "noise_rate": noise_rate,
+                            info={"modalities": list(per_modality), "noise_rate": noise_rate, "shares": shares,
                                   "consensus": int(relabel.sum())})

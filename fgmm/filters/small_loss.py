@@ -15,7 +15,7 @@ r"""Small-loss filters: wrong labels are learned late, so their training loss st
 
   The forget rate :math:`\tau` is given, or estimated from the run's out-of-sample probabilities as
   the share of samples a two-component mixture on the log-odds against their labels calls noisy
-  (:func:`fgmm.filters.base.mixture_noise_rate`; confident learning's estimate overshoots badly with
+  (:func:`fgmm.filters.base.anchored_noise_split`; confident learning's estimate overshoots badly with
   a weak classifier: 0.39 for a true 0.20 on CUB).
 
 A flagged sample is relabelled to the heads' common prediction when both heads agree on it with
@@ -38,8 +38,8 @@ from fgmm.filters.base import (
     FilterResult,
     FilterSignals,
     NoiseFilter,
+    anchored_noise_split,
     decide,
-    mixture_noise_rate,
     mixture_split,
 )
 from fgmm.filters.training import TwoHeadSelection, fit_selective
@@ -113,7 +113,7 @@ class TwoHeadFilter(NoiseFilter):
         if signals.probabilities is None:
             raise ConfigError(f"filter '{self.name}' needs forget_rate=... or out-of-sample probabilities "
                               "to estimate the noise rate from")
-        return min(0.9, mixture_noise_rate(signals.probabilities, signals.labels))
+        return min(0.9, anchored_noise_split(signals.probabilities, signals.labels).noise_rate)
 
     def _train(self, features: torch.Tensor, labels: np.ndarray, num_classes: int,
                forget_rate: float) -> TwoHeadSelection:
