@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from fgmm.encoders import ENCODERS, create_encoder
 from fgmm.errors import DataError
+from fgmm.geo.encoder import as_geo_tensor
 from fgmm.geo.encoding import real_spherical_harmonics
 from fgmm.geo.fit import fit_geo_prior, random_places
 from fgmm.geo.fusion import LearnedPriorFusion, product_rule
@@ -29,8 +30,8 @@ from fgmm.geo.prior import GeoPrior, GeoPriorConfig, assume_negative_full_loss
 
 NAN = math.nan
 AMERICA, EUROPE = (40.0, -100.0), (50.0, 10.0)
-TINY = GeoPriorConfig(encoder="sh8", hidden=32, blocks=1, epochs=60, batch_size=64, lr=3e-3, pos_weight=32.0,
-                      dropout=0.0)
+TINY = GeoPriorConfig(encoder="sh8", loss="an_full", hidden=32, blocks=1, epochs=60, batch_size=64, lr=3e-3,
+                      pos_weight=32.0, dropout=0.0, grid_levels=0)
 
 
 def _write_records(path: Path, rows_per_class: int = 40, seed: int = 0) -> Path:
@@ -79,7 +80,8 @@ def test_prior_puts_each_species_on_its_continent(toy_prior: GeoPrior) -> None:
 
 
 def test_softmax_prior_gives_log_density_ratios(records_csv: Path) -> None:
-    prior = fit_geo_prior(load_occurrences(records_csv), replace(TINY, loss="softmax", epochs=20))
+    prior = fit_geo_prior(load_occurrences(records_csv), replace(TINY, loss="softmax", epochs=20, grid_levels=4,
+                                                                grid_table_size=256))
     log_ratio = prior.predict(torch.tensor([[*AMERICA, NAN, NAN], [*EUROPE, NAN, NAN]]))
     assert log_ratio[0, 0] > math.log(1.5) > log_ratio[0, 1] and log_ratio[1, 1] > math.log(1.5) > log_ratio[1, 0]
     # log p(c|x) - log p(c): the class-frequency-weighted sum of exp() over classes is exactly 1
@@ -174,8 +176,9 @@ def test_geo_encoder_masks_missing_values(name: str) -> None:
     assert masks.tolist() == [[1, 1, 1], [0, 0, 0], [1, 0, 0], [0, 1, 0]]
     assert out[1].abs().sum() == 0                      # nothing known: all zeros, nothing imputed
     assert torch.equal(out[2, :encoder.position_dim], out[0, :encoder.position_dim])
-    assert out[2, encoder.position_dim:-3].abs().sum() == 0
+    assert out[2, encoder.position_dim:-7].abs().sum() == 0   # no date: no time features
     assert out[3, :encoder.position_dim].abs().sum() == 0
+    assert torch.allclose(as_geo_tensor(out), geo, equal_nan=True)   # raw values recoverable (priors read them)
     assert encoder.fingerprint() == create_encoder("geo", name).fingerprint()
 
 
@@ -320,7 +323,8 @@ def test_geo_task_gains_on_two_continents(tmp_path: Path, records_csv: Path) -> 
     train = np.array([i for i, s in enumerate(split) if s == "train"])
     test = np.array([i for i, s in enumerate(split) if s == "test"])
     metrics = evaluate_geo(dataset, torch.tensor(np.array(features), dtype=torch.float32),
-                           load_occurrences(records_csv), train, test, grid=(TINY,))
+                           load_occurrences(records_csv), train, test, grid=(replace(TINY, epochs=20),),
+                           sinr=replace(TINY, epochs=20), kde=((300.0, 0.1),))
     assert metrics["geo_prior_top1"] == 1.0 and metrics["geo_prior_top1_kde"] == 1.0
     assert metrics["geo_fused_top1"] > metrics["geo_image_top1"]
     assert metrics["geo_n_noplace"] == 4 and metrics["geo_n_dated"] + metrics["geo_n_undated"] == 16

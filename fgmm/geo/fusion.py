@@ -7,15 +7,21 @@ r"""Combining an image classifier with a geo/time prior.
   held-out images (never on test images),
 
   .. math::
-      s_c = \alpha \log p(c \mid I) + m_\text{place}\big[(\beta + \beta_d m_\text{date}) \log p(c \mid x)
-            + \delta \log(1 + n_c)\big],
+      s_c = \alpha \log p(c \mid I) + m_\text{place}\big[(\beta + \beta_d m_\text{date})
+            \log\big(\varepsilon + (1-\varepsilon)\, e^{r_c(x)}\big) + \delta \log(1 + n_c)\big],
 
-  where :math:`\alpha` re-calibrates the image model, :math:`\beta, \beta_d` weigh the prior without and
-  with a date, and :math:`\delta` corrects for the records' class imbalance (:math:`n_c` records of
-  class :math:`c`; a class-balanced test set wants :math:`p(x \mid c) \propto p(c \mid x) / p(c)`).
+  where :math:`r_c(x)` is the prior's output, :math:`\alpha` re-calibrates the image model,
+  :math:`\beta, \beta_d` weigh the prior without and with a date, :math:`\varepsilon = \sigma(\theta)` floors it
+  (a class the records never showed near :math:`x` is unlikely, not impossible) and :math:`\delta` corrects for
+  the records' class imbalance (:math:`n_c` records of class :math:`c`; a class-balanced test set wants
+  :math:`p(x \mid c) \propto p(c \mid x) / p(c)`). Initialised at the product rule
+  (:math:`\alpha = \beta = 1`, :math:`\beta_d = \delta = 0`, :math:`\varepsilon = 0.01`).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,39 +34,49 @@ def product_rule(image_logits: torch.Tensor, prior_log_probs: torch.Tensor) -> t
 
 
 class LearnedPriorFusion(nn.Module):
-    """Learned weighting of image log-probabilities and a geo prior (see the module docstring).
+    """Learned weighting of image log-probabilities and one or more geo priors (see the module docstring;
+    with several priors each has its own :math:`\beta, \beta_d, \varepsilon`).
 
     Args:
         class_counts: ``[C]`` records per class (``None``: no frequency term).
+        num_priors: how many priors are fused.
 
     Shapes:
         - image_logits: ``[B, C]`` (any logits; log-softmax is applied)
-        - prior_log_probs: ``[B, C]`` the prior's output (zero rows without a place)
+        - prior_log_probs: ``[B, C]`` the prior's output (zero rows without a place), or a sequence of
+          ``num_priors`` such tensors
         - geo: ``[B, 4]`` geo rows (to know which rows have a place / a date)
         - output: ``[B, C]`` fused scores
     """
 
-    def __init__(self, class_counts: torch.Tensor | None = None):
+    def __init__(self, class_counts: torch.Tensor | None = None, num_priors: int = 1):
         super().__init__()
         self.image_weight = nn.Parameter(torch.tensor(1.0))
-        self.prior_weight = nn.Parameter(torch.tensor(1.0))
-        self.date_weight = nn.Parameter(torch.tensor(0.0))
+        self.prior_weight = nn.Parameter(torch.ones(num_priors))
+        self.date_weight = nn.Parameter(torch.zeros(num_priors))
         self.frequency_weight = nn.Parameter(torch.tensor(0.0), requires_grad=class_counts is not None)
+        self.floor_logit = nn.Parameter(torch.full((num_priors,), math.log(0.01 / 0.99)))
         counts = torch.zeros(1) if class_counts is None else torch.as_tensor(class_counts, dtype=torch.float32)
         self.register_buffer("log_counts", torch.log1p(counts))
 
-    def forward(self, image_logits: torch.Tensor, prior_log_probs: torch.Tensor, geo: torch.Tensor) -> torch.Tensor:
+    def forward(self, image_logits: torch.Tensor, prior_log_probs: torch.Tensor | Sequence[torch.Tensor],
+                geo: torch.Tensor) -> torch.Tensor:
+        priors = [prior_log_probs] if isinstance(prior_log_probs, torch.Tensor) else list(prior_log_probs)
+        if len(priors) != self.prior_weight.numel():
+            raise ValueError(f"this fusion combines {self.prior_weight.numel()} prior(s), got {len(priors)}")
         has_place = (~geo[:, :2].isnan().any(1)).float()[:, None]
         has_date = (~geo[:, 2].isnan()).float()[:, None]
-        prior_term = (self.prior_weight + self.date_weight * has_date) * prior_log_probs
-        frequency = self.frequency_weight * self.log_counts
-        return (self.image_weight * F.log_softmax(image_logits.float(), dim=1)
-                + has_place * (prior_term + frequency))
+        floor = torch.sigmoid(self.floor_logit)
+        out = self.image_weight * F.log_softmax(image_logits.float(), dim=1)
+        for k, log_prior in enumerate(priors):
+            floored = torch.logaddexp(torch.log1p(-floor[k]) + log_prior.float(), floor[k].log())
+            out = out + has_place * (self.prior_weight[k] + self.date_weight[k] * has_date) * floored
+        return out + has_place * self.frequency_weight * self.log_counts
 
-    def fit(self, image_logits: torch.Tensor, prior_log_probs: torch.Tensor, geo: torch.Tensor,
-            labels: torch.Tensor, l2: float = 1e-3, iterations: int = 100) -> LearnedPriorFusion:
-        """Fit the scalars by L-BFGS on cross-entropy (plus ``l2`` times their squared distance to the
-        product rule's values) over held-out images; returns ``self`` in eval mode."""
+    def fit(self, image_logits: torch.Tensor, prior_log_probs: torch.Tensor | Sequence[torch.Tensor],
+            geo: torch.Tensor, labels: torch.Tensor, l2: float = 1e-3, iterations: int = 100) -> LearnedPriorFusion:
+        """Fit the scalars by L-BFGS on cross-entropy (plus ``l2`` times the weights' squared distance to the
+        product rule's values; the floors are free) over held-out images; returns ``self`` in eval mode."""
         start = {name: p.detach().clone() for name, p in self.named_parameters()}
         optimizer = torch.optim.LBFGS([p for p in self.parameters() if p.requires_grad], max_iter=iterations,
                                       line_search_fn="strong_wolfe")
@@ -68,7 +84,8 @@ class LearnedPriorFusion(nn.Module):
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
             loss = F.cross_entropy(self(image_logits, prior_log_probs, geo), labels)
-            loss = loss + l2 * sum(((p - start[n]) ** 2).sum() for n, p in self.named_parameters())
+            loss = loss + l2 * sum(((p - start[n]) ** 2).sum() for n, p in self.named_parameters()
+                                   if n != "floor_logit")
             loss.backward()
             return loss
 
@@ -77,5 +94,9 @@ class LearnedPriorFusion(nn.Module):
         return self.eval()
 
     def extra_repr(self) -> str:
-        return (f"image={self.image_weight.item():.3f}, prior={self.prior_weight.item():.3f}, "
-                f"date={self.date_weight.item():.3f}, frequency={self.frequency_weight.item():.3f}")
+        def values(t: torch.Tensor) -> str:
+            return ", ".join(f"{v:.3f}" for v in t.detach().flatten().tolist())
+
+        return (f"image={self.image_weight.item():.3f}, prior=[{values(self.prior_weight)}], "
+                f"date=[{values(self.date_weight)}], frequency={self.frequency_weight.item():.3f}, "
+                f"floor=[{values(torch.sigmoid(self.floor_logit))}]")

@@ -4,7 +4,7 @@ Müller, Evans, Schied, Keller, *Instant Neural Graphics Primitives with a Multi
 Encoding*, SIGGRAPH 2022. Level :math:`l` cuts the equirectangular plane into cells of
 :math:`r_l` degrees, :math:`r_l` spaced geometrically from ``coarsest_deg`` to ``finest_deg``; each cell
 corner owns a learned :math:`F`-vector in a table of ``table_size`` rows (indexed directly while the
-level has fewer corners than rows, hashed with :math:`(i \cdot 1) \oplus (j \cdot 2654435761) \bmod T`
+level has no more corners than that, hashed with :math:`(i \cdot 1) \oplus (j \cdot 2654435761) \bmod T`
 beyond). A place gets the bilinear interpolation of its cell's four corners at every level:
 
 .. math::
@@ -47,8 +47,12 @@ class HashGrid(nn.Module):
         ratio = (finest_deg / coarsest_deg) ** (1 / max(levels - 1, 1))
         self.cells_deg = [coarsest_deg * ratio ** level for level in range(levels)]
         self.table_size, self.features = table_size, features
+        # rows per level: every corner while they fit in table_size, table_size hashed rows beyond
+        self.shapes = [(math.ceil(360 / cell), math.ceil(180 / cell) + 1) for cell in self.cells_deg]
+        sizes = [min(columns * rows, table_size) for columns, rows in self.shapes]
+        self.offsets = [sum(sizes[:level]) for level in range(levels)]
         # one sparse embedding over all levels: a step updates only the rows it touched (torch.optim.SparseAdam)
-        self.tables = nn.Embedding(levels * table_size, features, sparse=True)
+        self.tables = nn.Embedding(sum(sizes), features, sparse=True)
         nn.init.uniform_(self.tables.weight, -1e-4, 1e-4)
 
     @property
@@ -63,13 +67,13 @@ class HashGrid(nn.Module):
     def forward(self, lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
         out = []
         for level, cell in enumerate(self.cells_deg):
-            columns, rows = math.ceil(360 / cell), math.ceil(180 / cell) + 1
+            columns, rows = self.shapes[level]
             x, y = (lon.double() + 180.0) / cell, (lat.double() + 90.0) / cell
             x0, y0 = torch.floor(x), torch.floor(y)
             fx, fy = (x - x0).float()[:, None], (y - y0).float()[:, None]
             i0, j0 = x0.long() % columns, y0.long().clamp(0, rows - 1)
             i1, j1 = (i0 + 1) % columns, (j0 + 1).clamp(max=rows - 1)
-            offset = level * self.table_size
+            offset = self.offsets[level]
             corners = ((i0, j0), (i1, j0), (i0, j1), (i1, j1))
             index = torch.stack([self._index(i, j, columns, rows) for i, j in corners], dim=1)
             weights = torch.cat(((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy), dim=1)
