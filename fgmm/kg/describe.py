@@ -235,6 +235,7 @@ class Describer:
         self.row = {name: i for i, name in enumerate(self.classes)}
         groups: dict[str, list[int]] = {}
         self.readings: list[tuple[str, str, str, str]] = []  # per attribute: aspect, noun, kind, words
+        self.group_of: dict[str, str] = {}  # attribute name → group name
         for j, iri in enumerate(kg.nodes("attribute")):
             group_iri = kg.graph.value(iri, FGMM.inGroup)
             name = self.attributes[j]
@@ -242,6 +243,7 @@ class Describer:
             value = name.partition("::")[2] or name
             aspect, noun = aspect_and_noun(group)
             self.readings.append((aspect, noun, *value_phrase(aspect, noun, value)))
+            self.group_of[name] = group
             groups.setdefault(group, []).append(j)
         self.groups = list(groups.values())
 

@@ -155,10 +155,23 @@ COORDINATION = frozenset({"and", "or", ","})
 
 @dataclass(frozen=True)
 class QueryTerm:
-    """One attribute a query mentions: the attribute name and the query words that matched it."""
+    """One attribute a query mentions.
+
+    Attributes:
+        attribute: the attribute's name.
+        words: the query words that matched it (``"crimson crown"``).
+        span: ``(start, end)`` token positions (:func:`tokenize`) of its value words (``crimson``);
+            ``None`` for features matched by their noun phrase.
+    """
 
     attribute: str
     words: str
+    span: tuple[int, int] | None = None
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case word tokens (hyphens and apostrophes kept inside words) and ``, . ;``."""
+    return re.findall(r"[a-z]+(?:[-'][a-z]+)*|[,.;]", text.lower())
 
 
 class _Lexicon:
@@ -210,16 +223,16 @@ def match_attributes(query: str, attributes: Iterable[str]) -> list[QueryTerm]:
     in query order, each attribute once.
     """
     lexicon = _Lexicon(attributes)
-    tokens = re.findall(r"[a-z]+(?:[-'][a-z]+)*|[,.;]", query.lower())
+    tokens = tokenize(query)
     found: dict[str, tuple[int, QueryTerm]] = {}
 
-    def add(position: int, nouns: Sequence[str], adjective: str, words: str) -> None:
+    def add(position: int, nouns: Sequence[str], adjective: str, words: str, span: tuple[int, int]) -> None:
         for noun in nouns:
             for name in lexicon.adjectives.get((noun, adjective), []):
-                found.setdefault(name, (position, QueryTerm(name, words)))
+                found.setdefault(name, (position, QueryTerm(name, words, span)))
 
-    pending: list[tuple[str, str]] = []  # (value word, query words)
-    previous: list[tuple[str, str]] = []
+    pending: list[tuple[str, str, tuple[int, int]]] = []  # (value word, query words, their token span)
+    previous: list[tuple[str, str, tuple[int, int]]] = []
     last = None
     i = 0
     while i < len(tokens):
@@ -228,9 +241,9 @@ def match_attributes(query: str, attributes: Iterable[str]) -> list[QueryTerm]:
         if adjective:
             words = " ".join(tokens[i:i + width])
             pending = (pending if last in ("adjective", "coordination") or last is None else []) + \
-                [(str(adjective), words)]
+                [(str(adjective), words, (i, i + width))]
             if (i and tokens[i - 1] == "mostly") or str(adjective) in lexicon.anywhere:
-                add(i, ["body"], str(adjective), words)
+                add(i, ["body"], str(adjective), words, (i, i + width))
             last, i = "adjective", i + width
             continue
         noun, width = lexicon.span(tokens, i, lexicon.nouns, NOUN_SYNONYMS)
@@ -240,9 +253,10 @@ def match_attributes(query: str, attributes: Iterable[str]) -> list[QueryTerm]:
             after = tokens[i + width:i + width + 2]
             if not modifiers and len(after) == 2 and after[0] in ("is", "are"):
                 value = VALUE_SYNONYMS.get(after[1], after[1])
-                modifiers = [(value, after[1])] if value in lexicon.words else []
-            for adjective, words in modifiers:
-                add(i, nouns, adjective, f"{words} {' '.join(tokens[i:i + width])}")
+                at = i + width + 1
+                modifiers = [(value, after[1], (at, at + 1))] if value in lexicon.words else []
+            for adjective, words, span in modifiers:
+                add(i, nouns, adjective, f"{words} {' '.join(tokens[i:i + width])}", span)
             previous, pending, last, i = modifiers, [], "noun", i + width
             continue
         if token in COORDINATION:

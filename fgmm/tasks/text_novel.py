@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ from fgmm.data.cub import CUB_CAPTION_CLASS_IDS
 from fgmm.encoders import create_encoder
 from fgmm.encoders.text import TextEncoder
 from fgmm.errors import DataError
-from fgmm.joint.training import text_table
+from fgmm.joint.training import pooled_texts, text_table
+from fgmm.kg.augment import pseudo_captions
 from fgmm.kg.datasets import dataset_kg
 from fgmm.kg.describe import ClassDescription, DescribeConfig, Describer
 from fgmm.kg.graph import KnowledgeGraph
@@ -140,16 +141,28 @@ class NovelTextRecipe:
 
     Attributes:
         describe: description rules and number of variants.
+        pseudo_captions: pseudo-captions (:mod:`fgmm.kg.augment`) made for each class without captions.
+        pseudo_neighbours: the most similar captioned classes they are rewritten from.
+        caption_repeats: a captioned training image's captions are listed this many times next to its
+            class's texts, so that they make up most of its draws (about 85% at 6 with CUB's 10 captions
+            and 11 descriptions) -- as pseudo-captions do for classes without captions.
+        max_texts: a draw pools a random 1..``max_texts`` of an image's texts (a document, like the
+            pooled captions of a test image; :class:`fgmm.joint.training.CaptionedFeatures`).
         epochs, lr: of the joint space on cached features; small datasets train for more epochs, at
             least ``min_steps`` optimizer steps.
         contrastive_weight, residual, dim: :class:`~fgmm.kgtext.KGTextSpace` settings.
         tune_steps: text-tower fine-tuning steps (0: the tower stays frozen).
         tune_lr, tune_batch, tune_layers: fine-tuning learning rate, sentences per step, top layers trained.
-        description_repeats: how often each description appears among the fine-tuning sentences.
+        class_text_repeats: how often each class text (description, pseudo-caption) appears among the
+            fine-tuning sentences.
     """
 
     describe: DescribeConfig = field(default_factory=DescribeConfig)
-    epochs: int = 40
+    pseudo_captions: int = 100
+    pseudo_neighbours: int = 10
+    caption_repeats: int = 6
+    max_texts: int = 10
+    epochs: int = 25
     min_steps: int = 400
     lr: float = 1e-3
     contrastive_weight: float = 1.0
@@ -159,79 +172,104 @@ class NovelTextRecipe:
     tune_lr: float = 3e-5
     tune_batch: int = 32
     tune_layers: int | None = 2
-    description_repeats: int = 3
+    class_text_repeats: int = 1
 
 
 @dataclass
 class NovelTextData:
-    """Everything the runs of one context share: texts, their features and owners, the split of classes."""
+    """What every run on one context shares: the class choice, the captions and their frozen features,
+    the describer and its descriptions, the training and test samples (with an image and a label)."""
 
     novel: list[int]
-    attributes: np.ndarray
+    describer: Describer
     descriptions: list[ClassDescription]
-    texts: list[str]
-    features: torch.Tensor
+    captions: list[str]
+    caption_features: torch.Tensor
     caption_rows: list[list[int]]
-    description_rows: list[list[int]]
     train: np.ndarray
     test: np.ndarray
 
 
+@dataclass
+class ClassTexts:
+    """Texts attached to classes rather than images: descriptions of every class, pseudo-captions of the
+    classes without captions; ``owner[k]`` is the class of ``texts[k]``."""
+
+    texts: list[str]
+    owner: np.ndarray
+    features: torch.Tensor
+
+    def rows(self, label: int, offset: int) -> list[int]:
+        return (offset + np.flatnonzero(self.owner == label)).tolist()
+
+
 def prepare(ctx: TaskContext, recipe: NovelTextRecipe) -> NovelTextData:
-    """Novel classes, descriptions and the frozen text features of captions and descriptions."""
+    """Novel classes, descriptions, and the frozen features of every caption."""
     novel = novel_classes(ctx)
     kg = task_kg(ctx)
     describer = Describer(kg, recipe.describe, class_order=class_order(ctx, kg))
-    descriptions = describer.describe_all()
     captions, caption_rows = text_table(ctx.dataset.samples)
-    description_texts = [d.texts() for d in descriptions]
-    start = len(captions)
-    description_rows = []
-    for texts in description_texts:
-        description_rows.append(list(range(start, start + len(texts))))
-        start += len(texts)
-    texts = captions + [t for ts in description_texts for t in ts]
-    features = text_features(ctx, texts)
     labelled = ctx.dataset.labels >= 0
     with_image = np.array([s.image is not None for s in ctx.dataset.samples])
-    train = ctx.indices("train")
-    test = ctx.indices("test")
-    return NovelTextData(novel, describer.matrix, descriptions, texts, features, caption_rows, description_rows,
-                         train[labelled[train] & with_image[train]], test[labelled[test] & with_image[test]])
+    train, test = ctx.indices("train"), ctx.indices("test")
+    return NovelTextData(novel, describer, describer.describe_all(), captions, text_features(ctx, captions),
+                         caption_rows, train[labelled[train] & with_image[train]],
+                         test[labelled[test] & with_image[test]])
 
 
-def train_space(ctx: TaskContext, data: NovelTextData, recipe: NovelTextRecipe, held_out: set[int],
-                descriptions: bool, out_dir: Path) -> KGTextSpace:
-    """The joint space on cached features: training images with the captions of classes not in
-    ``held_out`` and (with ``descriptions``) their class's descriptions."""
+def class_texts(ctx: TaskContext, data: NovelTextData, recipe: NovelTextRecipe, held_out: set[int],
+                pseudo: bool = True) -> ClassTexts:
+    """Descriptions of every class and (``pseudo``) pseudo-captions of the ``held_out`` classes, rewritten
+    from the training captions of the other classes, with their frozen features."""
+    texts = [t for d in data.descriptions for t in d.texts()]
+    owner = [c for c, d in enumerate(data.descriptions) for _ in d.texts()]
+    if pseudo and held_out and recipe.pseudo_captions:
+        sources = [(data.captions[r], int(ctx.dataset.labels[i])) for i in data.train
+                   if int(ctx.dataset.labels[i]) not in held_out for r in data.caption_rows[i]]
+        for c in sorted(held_out):
+            made = pseudo_captions(data.describer, data.describer.classes[c], [t for t, _ in sources],
+                                   [o for _, o in sources], recipe.pseudo_captions,
+                                   neighbours=recipe.pseudo_neighbours, seed=ctx.seed)
+            texts += made
+            owner += [c] * len(made)
+    return ClassTexts(texts, np.asarray(owner), text_features(ctx, texts))
+
+
+def train_space(ctx: TaskContext, data: NovelTextData, extra: ClassTexts | None, recipe: NovelTextRecipe,
+                held_out: set[int], out_dir: Path) -> KGTextSpace:
+    """The joint space on cached features: each training image paired with its captions (classes not in
+    ``held_out``) and its class's texts (``extra``: descriptions, pseudo-captions; ``None``: none)."""
     labels = ctx.labels(data.train)
-    rows = [(data.caption_rows[i] if int(y) not in held_out else [])
-            + (data.description_rows[int(y)] if descriptions else []) for i, y in zip(data.train, labels, strict=True)]
+    offset = len(data.captions)
+    rows = [(data.caption_rows[i] * recipe.caption_repeats if int(y) not in held_out else [])
+            + (extra.rows(int(y), offset) if extra is not None else [])
+            for i, y in zip(data.train, labels, strict=True)]
+    features = data.caption_features if extra is None else torch.cat([data.caption_features, extra.features])
     batch = min(128, len(data.train))
     epochs = max(10, recipe.epochs // 2) if ctx.quick else recipe.epochs
     epochs = max(epochs, math.ceil(recipe.min_steps / max(1, len(data.train) // batch)))
     config = TrainConfig(epochs=epochs, batch_size=batch, lr=recipe.lr, weight_decay=0.05, scheduler="cosine",
                          warmup_steps=20, seed=ctx.seed, out_dir=out_dir, progress=False, log_every_steps=10_000,
                          drop_last=len(data.train) > 128, device=ctx.device)
-    model, _ = fit_kg_text(ctx.features["image"][data.train], data.features, rows, labels,
-                           torch.as_tensor(data.attributes, dtype=torch.float32), config, seed=ctx.seed,
-                           residual=recipe.residual, contrastive_weight=recipe.contrastive_weight, dim=recipe.dim)
+    model, _ = fit_kg_text(ctx.features["image"][data.train], features, rows, labels,
+                           torch.as_tensor(data.describer.matrix, dtype=torch.float32), config,
+                           max_texts=recipe.max_texts, seed=ctx.seed, residual=recipe.residual,
+                           contrastive_weight=recipe.contrastive_weight, dim=recipe.dim)
     return model
 
 
-def tune_tower(ctx: TaskContext, data: NovelTextData, model: KGTextSpace, recipe: NovelTextRecipe,
-               held_out: set[int], out_dir: Path) -> TextEncoder:
+def tune_tower(ctx: TaskContext, data: NovelTextData, extra: ClassTexts, model: KGTextSpace,
+               recipe: NovelTextRecipe, held_out: set[int], out_dir: Path) -> TextEncoder:
     """Fine-tune the text tower (:func:`fgmm.kgtext.tune_text_tower`) on the training captions of the
-    classes not in ``held_out`` and every class's descriptions; returns the tuned (frozen) encoder."""
+    classes not in ``held_out`` and the class texts; returns the tuned (frozen) encoder."""
     texts, labels = [], []
     for i in data.train:
         y = int(ctx.dataset.labels[i])
         if y not in held_out:
-            texts += [data.texts[r] for r in data.caption_rows[i]]
+            texts += [data.captions[r] for r in data.caption_rows[i]]
             labels += [y] * len(data.caption_rows[i])
-    for y, description_rows in enumerate(data.description_rows):
-        texts += [data.texts[r] for r in description_rows] * recipe.description_repeats
-        labels += [y] * len(description_rows) * recipe.description_repeats
+    texts += extra.texts * recipe.class_text_repeats
+    labels += extra.owner.tolist() * recipe.class_text_repeats
     encoder = create_encoder("text", frozen=False, device=ctx.device)
     config = TrainConfig(epochs=1, batch_size=recipe.tune_batch, lr=recipe.tune_lr, weight_decay=0.01,
                          scheduler="cosine", warmup_steps=min(100, recipe.tune_steps // 10), seed=ctx.seed,
@@ -245,21 +283,31 @@ def tune_tower(ctx: TaskContext, data: NovelTextData, model: KGTextSpace, recipe
 
 
 def fit_text_space(ctx: TaskContext, data: NovelTextData, recipe: NovelTextRecipe, held_out: set[int],
-                   out_dir: Path, descriptions: bool = True) -> tuple[KGTextSpace, TextEncoder | None]:
-    """The whole recipe: the space, then (``recipe.tune_steps`` > 0) the tuned text tower."""
-    model = train_space(ctx, data, recipe, held_out, descriptions, out_dir / "space")
+                   out_dir: Path, knowledge: bool = True) -> tuple[KGTextSpace, TextEncoder | None]:
+    """The whole recipe: class texts, the space, then (``recipe.tune_steps`` > 0) the tuned text tower.
+    ``knowledge=False`` is the captions-only ablation (no class texts, no tuning)."""
+    if not knowledge:
+        return train_space(ctx, data, None, recipe, held_out, out_dir / "space"), None
+    extra = class_texts(ctx, data, recipe, held_out)
+    model = train_space(ctx, data, extra, recipe, held_out, out_dir / "space")
     if not recipe.tune_steps:
         return model, None
-    return model, tune_tower(ctx, data, model, recipe, held_out, out_dir / "tune")
+    return model, tune_tower(ctx, data, extra, model, recipe, held_out, out_dir / "tune")
 
 
-def text_embeddings(data: NovelTextData, model: KGTextSpace, encoder: TextEncoder | None,
-                    rows: list[int]) -> torch.Tensor:
-    """Joint embeddings of the texts ``rows`` (cached frozen features, or the tuned encoder's)."""
+def caption_embeddings(data: NovelTextData, model: KGTextSpace, encoder: TextEncoder | None,
+                       samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Joint embeddings of the captions of ``samples``: ``(each caption [Q, d], owner [Q], pooled per sample
+    [len(samples), d])``; pooled = the renormalised mean of a sample's caption features, projected
+    (as the ``retrieval`` task pools captions). The features are the cached frozen ones, or the tuned
+    encoder's."""
+    rows = [r for i in samples for r in data.caption_rows[i]]
+    owner = torch.tensor([k for k, i in enumerate(samples) for _ in data.caption_rows[i]], dtype=torch.long)
     with torch.no_grad():
-        if encoder is None:
-            return model.embed("text", data.features[rows])
-        return model.embed("text", encoder.encode([data.texts[r] for r in rows]).cpu())
+        features = (data.caption_features[rows] if encoder is None
+                    else encoder.encode([data.captions[r] for r in rows]).cpu())
+        pooled = pooled_texts(features, [(owner == k).nonzero().flatten().tolist() for k in range(len(samples))])
+        return model.embed("text", features), owner, model.embed("text", pooled)
 
 
 def evaluate_text_to_image(text: torch.Tensor, text_labels: torch.Tensor, images: torch.Tensor,
@@ -273,22 +321,31 @@ def evaluate_text_to_image(text: torch.Tensor, text_labels: torch.Tensor, images
 
 def novel_figures(ctx: TaskContext, data: NovelTextData, model: KGTextSpace, encoder: TextEncoder | None,
                   suffix: str = "") -> dict[str, float]:
-    """``t2i_*_novel``, ``t2i_*_captioned`` and ``t2c_top1_novel`` of one model (module docstring)."""
-    rows = [r for i in data.test for r in data.caption_rows[i]]
-    query_labels = torch.tensor([int(ctx.dataset.labels[i]) for i in data.test for _ in data.caption_rows[i]])
-    novel = torch.isin(query_labels, torch.tensor(data.novel))
-    if not bool(novel.any()):
+    """``t2i_*_novel``, ``t2i_*_captioned`` (pooled captions per image), the same with each caption a
+    query (``..._caption``) and ``t2c_top1_novel`` of one model (module docstring)."""
+    queries = np.array([i for i in data.test if data.caption_rows[i]], dtype=np.int64)
+    query_labels = ctx.labels(queries)
+    if not bool(torch.isin(query_labels, torch.tensor(data.novel)).any()):
         raise DataError(ctx.dataset.root, "no test image of a novel class has captions: nothing to query")
-    text = text_embeddings(data, model, encoder, rows)
+    captions, owner, pooled = caption_embeddings(data, model, encoder, queries)
     with torch.no_grad():
         images = model.embed("image", ctx.features["image"][data.test])
-        nearest_class = model.logits(text[novel]).argmax(1)
+    image_labels = ctx.labels(data.test)
     out: dict[str, float] = {}
-    for part, keep in (("novel", novel), ("captioned", ~novel)):
-        if bool(keep.any()):
-            figures = evaluate_text_to_image(text[keep], query_labels[keep], images, ctx.labels(data.test))
-            out.update({f"t2i_{k}_{part}{suffix}": v for k, v in figures.items()})
-    out[f"t2c_top1_novel{suffix}"] = float((nearest_class == query_labels[novel]).float().mean())
+    for part in ("novel", "captioned"):
+        keep = torch.isin(query_labels, torch.tensor(data.novel))
+        keep = keep if part == "novel" else ~keep
+        if not bool(keep.any()):
+            continue
+        each = keep[owner]
+        for text, labels, tag in ((pooled[keep], query_labels[keep], ""),
+                                  (captions[each], query_labels[owner][each], "_caption")):
+            figures = evaluate_text_to_image(text, labels, images, image_labels)
+            out.update({f"t2i_{k}_{part}{tag}{suffix}": v for k, v in figures.items()})
+        if part == "novel":
+            with torch.no_grad():
+                nearest = model.logits(pooled[keep]).argmax(1)
+            out[f"t2c_top1_novel{suffix}"] = float((nearest == query_labels[keep]).float().mean())
     return out
 
 
@@ -306,14 +363,13 @@ def text_novel_task(ctx: TaskContext) -> dict[str, Any]:
     metrics: dict[str, Any] = {"text_novel_classes": data.novel}
     with tempfile.TemporaryDirectory(prefix="fgmm-text-novel-") as tmp:
         out = _work_dir(ctx, tmp)
-        baseline, _ = fit_text_space(ctx, data, replace(recipe, tune_steps=0), held_out, out / "nodesc",
-                                     descriptions=False)
+        baseline, _ = fit_text_space(ctx, data, recipe, held_out, out / "nodesc", knowledge=False)
         metrics.update({k: v for k, v in novel_figures(ctx, data, baseline, None, "_nodesc").items()
-                        if k.endswith("novel_nodesc")})
+                        if "_novel" in k})
         model, encoder = fit_text_space(ctx, data, recipe, held_out, out / "described")
         if encoder is not None:
             metrics.update({k: v for k, v in novel_figures(ctx, data, model, None, "_frozen").items()
-                            if "novel" in k})
+                            if "_novel" in k})
         metrics.update(novel_figures(ctx, data, model, encoder))
     ctx.shared["text_novel"] = {"model": model, "encoder": encoder, "data": data}
     return metrics
@@ -326,11 +382,7 @@ def caption_retrieval_keys(ctx: TaskContext, data: NovelTextData, model: KGTextS
     instance-level R@K and class-level mAP, each key ending in ``suffix``."""
     test = data.test[np.isin(ctx.dataset.labels[data.test], classes)]
     test = np.array([i for i in test if data.caption_rows[i]], dtype=np.int64)
-    rows = [data.caption_rows[i] for i in test]
-    owner = torch.tensor([k for k, r in enumerate(rows) for _ in r])
-    captions = text_embeddings(data, model, encoder, [r for rs in rows for r in rs])
-    documents = torch.nn.functional.normalize(torch.stack([captions[owner == k].mean(0) for k in range(len(rows))]),
-                                              dim=1)
+    captions, owner, documents = caption_embeddings(data, model, encoder, test)
     with torch.no_grad():
         images = model.embed("image", ctx.features["image"][test])
     labels = ctx.labels(test)
