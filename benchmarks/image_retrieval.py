@@ -4,6 +4,10 @@
         [--cache DIR] [--seed 0] [--device cpu]
     python benchmarks/image_retrieval.py --table benchmarks/results/cub_image_retrieval.json   # README table
 
+``--save-descriptor FILE`` also writes the selected descriptor fitted on classes 1-100, ready for
+``fgmm index build --images DIR --descriptor FILE`` (it is derived from CUB images: keep it out of the
+repository).
+
 Every labelled image of classes 101-200 under ``--root`` is a query once, against all the others
 (query excluded); classes 1-100 are the only training data (whitening, metric heads). Each variant of
 ``fgmm.tasks.image_retrieval`` (descriptors x re-rankers) is evaluated twice:
@@ -43,6 +47,7 @@ from fgmm.tasks.image_retrieval import (
     Variant,
     ViewFeatures,
     evaluate_variants,
+    fit_descriptor,
     multiview_encoder,
     retrieval_split,
     validation_splits,
@@ -61,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the metric heads' training")
     parser.add_argument("--device", default="cpu", help="torch device for the metric heads")
     parser.add_argument("--table", type=Path, default=None, help="print the README table of a results JSON and exit")
+    parser.add_argument("--save-descriptor", type=Path, default=None,
+                        help="write the selected descriptor, fitted on classes 1-100, to this file")
     args = parser.parse_args(argv)
     if args.table is None and (args.root is None or args.out is None):
         parser.error("--root and --out are required (or --table FILE)")
@@ -139,6 +146,13 @@ def main(argv: list[str] | None = None) -> dict:
         "seed": args.seed, "device": args.device, "torch_threads": torch.get_num_threads(), "seconds": seconds,
     }
     write_json_atomic(args.out, output)
+    if args.save_descriptor is not None:
+        descriptor = fit_descriptor(features, labels, retrieval_split(labels).train, Variant(*selected.split(" + "))
+                                    .descriptor, seed=args.seed, device=args.device)
+        if descriptor is None:
+            console.print("the selected variant uses the frozen features unchanged: no descriptor to save")
+        else:
+            console.print(f"descriptor: {descriptor.save(args.save_descriptor)}")
     console.print(markdown_table(output), markup=False)
     if selected != RECIPE.name:
         console.print(f"[yellow]note:[/] validation selects '{selected}', the image_retrieval task runs "

@@ -188,7 +188,8 @@ def test_wheel_and_sdist_ship_the_data_without_warnings(tmp_path):
     assert data_files <= names, f"data files missing from the wheel (add to package-data): {data_files - names}"
     metadata = wheel.read(f"fgmm-{fgmm.__version__}.dist-info/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata and "Project-URL: Source" in metadata
-    assert "torchmetrics" not in metadata
+    # torchmetrics only cross-checks metrics in the tests: never a runtime requirement
+    assert not re.search(r"^Requires-Dist: torchmetrics[^;\n]*$", metadata, re.M)
 
     import tarfile
 

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from fgmm.encoders.base import Encoder
 from fgmm.errors import ConfigError, DataError
-from fgmm.joint import JointConfig, JointEmbeddingModel
 from fgmm.retrieval import (
     EmbeddingIndex,
     IndexInfo,
@@ -186,7 +185,7 @@ class BagOfWords(Encoder):
                 out[row, sum(map(ord, self.salt + word)) % self.dim] += 1.0
         return out
 
-    def encode_cached(self, texts, cache=None):
+    def encode_cached(self, texts, cache=None, progress=False):
         return self.encode(texts)
 
 
@@ -203,19 +202,29 @@ def test_retriever_searches_through_its_encoder(tmp_path):
         retriever.search("image", ["photo.jpg"])
     folder = retriever.save(tmp_path / "index")
     spec = json.loads((folder / "retriever.json").read_text())
-    assert spec["encoders"]["text"]["fingerprint"] == BagOfWords().fingerprint() and spec["joint"] is False
-    assert not (folder / "joint.pt").exists()
+    assert spec["encoders"]["text"]["fingerprint"] == BagOfWords().fingerprint() and spec["model"] is False
+    assert not (folder / "model").exists()
     # the index belongs to its encoder's space: another encoder cannot read it
     with pytest.raises(DataError, match="embedding space mismatch"):
         Retriever(EmbeddingIndex.load(folder), {"text": BagOfWords(salt="other")})
 
 
-def test_retriever_with_a_joint_model_checks_its_encoders():
+def test_retriever_with_a_model_searches_its_joint_space_and_checks_its_encoders(tmp_path):
+    from fgmm.space import create_model
+    from fgmm.space.pretrained import model_fingerprint
+
     words = BagOfWords()
-    joint = JointEmbeddingModel(JointConfig({"text": 32, "image": 8}, num_classes=3, dim=16, hidden=0,
-                                            encoders={"text": words.fingerprint()}))
-    retriever = Retriever.build("text", CAPTIONS, ["a", "b", "c"], encoders={"text": words}, joint=joint)
-    assert retriever.index.info.dim == 16 and retriever.index.info.space == joint.fingerprint()
+    model = create_model({"modalities": {"text": {"projection": "linear", "input_dim": 32},
+                                         "image": {"projection": "linear", "input_dim": 8}}, "dim": 16},
+                         classes=["x", "y", "z"])
+    model.encoder_info["text"] = {"name": words.name, "fingerprint": words.fingerprint()}
+    retriever = Retriever.build("text", CAPTIONS, ["a", "b", "c"], encoders={"text": words}, model=model)
+    assert retriever.index.info.dim == 16 and retriever.index.info.space == model_fingerprint(model)
     assert retriever.search("text", [CAPTIONS[2]], k=1).ids[0] == ["c"]
-    with pytest.raises(ConfigError, match=r"trained on features of encoder \[.*\], not of 'bag-of-wordsX'"):
-        Retriever.build("text", CAPTIONS, ["a", "b", "c"], encoders={"text": BagOfWords("X")}, joint=joint)
+    with pytest.raises(ConfigError, match=r"fitted on features of encoder \[.*\], not of 'bag-of-wordsX'"):
+        Retriever.build("text", CAPTIONS, ["a", "b", "c"], encoders={"text": BagOfWords("X")}, model=model)
+    folder = retriever.save(tmp_path / "index")
+    assert json.loads((folder / "retriever.json").read_text())["model"] is True
+    assert (folder / "model" / "config.json").is_file()
+
+

@@ -12,7 +12,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fgmm.cli.retrieve import RETRIEVE_EXAMPLES, index_app, retrieve
-from fgmm.joint import JointConfig, JointEmbeddingModel
 
 app = typer.Typer()
 app.add_typer(index_app, name="index")
@@ -86,16 +85,20 @@ def test_image_index_and_image_query(photos, tmp_path):
     assert rows[0]["id"] == "blue/blue1.jpg" and rows[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert rows[0]["class"] == "blue" and rows[1]["class"] == "blue"  # the other blue photo comes next
     assert (tmp_path / "grid.png").is_file()
-    # an image index without a joint model cannot answer a sentence
+    # an image index without a model cannot answer a sentence
     result = invoke("retrieve", "--index", tmp_path / "index", "--text", "a blue bird")
     assert result.exit_code == 3 and "can only be queried with image" in result.output
 
 
-def test_joint_index_answers_sentences(photos, tmp_path):
-    model = JointEmbeddingModel(JointConfig({"image": 1280, "text": 384}, num_classes=3, dim=32, hidden=0))
-    model.save(tmp_path / "joint.pt")
-    result = invoke("index", "build", "--images", photos, "--model", tmp_path / "joint.pt",
-                    "--out", tmp_path / "index", *VISION)
+def test_model_index_answers_sentences(photos, tmp_path):
+    from fgmm.space import create_model
+
+    model = create_model("image-text", classes=["blue", "green", "red"], dim=32,
+                         modalities={"image": {"encoder": "efficientnet_lite0", "encoder_options": {"image_size": 64},
+                                               "projection": "linear"}, "text": {"projection": "linear"}})
+    model.save_pretrained(tmp_path / "model")
+    result = invoke("index", "build", "--images", photos, "--model", tmp_path / "model",
+                    "--out", tmp_path / "index")
     assert result.exit_code == 0, result.output
     assert "32-d, joint model" in result.output
     result = invoke("retrieve", "--index", tmp_path / "index", "--text", "a red bird", "-k", "6")

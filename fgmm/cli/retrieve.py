@@ -33,7 +33,8 @@ BUILD_EXAMPLES = """Examples:
 
   fgmm index build --images photos/ --out photo-index                  (image -> image search)
 
-  fgmm index build --images photos/ --model joint.pt --out photo-index (text <-> image search)
+  fgmm index build --images photos/ --model runs/birds --out photo-index (text <-> image search in the
+                                        joint space of a trained model: fgmm train --model image-text)
 
   fgmm index build --texts captions.txt --out caption-index            (one text per line)
 
@@ -104,7 +105,8 @@ def build(
     out: Path = typer.Option(..., "--out", "-o", help="index folder to write"),
     images: Path | None = typer.Option(None, "--images", help="folder of images (recursive; subfolders = classes)"),
     texts: Path | None = typer.Option(None, "--texts", help="UTF-8 text file, one item per line"),
-    model: Path | None = typer.Option(None, "--model", help="joint model file (JointEmbeddingModel.save) for "
+    model: Path | None = typer.Option(None, "--model", help="a trained model (FGModel folder or `fgmm train` run "
+                                                            "folder) whose joint space the index uses, for "
                                                             "cross-modal queries"),
     vision: str = typer.Option(DEFAULT_VISION, help="vision encoder (any timm name)"),
     image_size: int | None = typer.Option(None, min=1, help="vision encoder input size (default: the model's)"),
@@ -126,13 +128,15 @@ def build(
     OUT must be new, empty or an fgmm index (rebuilt in place). Item paths are stored relative to OUT, so
     the index works from any directory and when moved together with the images.
     """
+    from fgmm.cli.predict import model_folder
     from fgmm.data.folder import read_text_lines
     from fgmm.encoders import create_encoder
     from fgmm.errors import UsageError
-    from fgmm.joint import JointEmbeddingModel
     from fgmm.retrieval import Retriever
     from fgmm.retrieval.index import claim_index_folder
     from fgmm.retrieval.retriever import RETRIEVER_FILES
+    from fgmm.space import FGModel
+    from fgmm.space.inputs import model_encoder
 
     if (images is None) == (texts is None):
         raise UsageError("give exactly one of --images DIR or --texts FILE")
@@ -146,19 +150,25 @@ def build(
         inputs, labels, class_names = read_text_lines(texts), None, []
         ids = [f"{texts.name}:{i + 1}" for i in range(len(inputs))]
     labelled = _labelled_images(whiten_on) if whiten_on is not None else None
-    joint = JointEmbeddingModel.load(model) if model is not None else None
+    fitted = FGModel.from_pretrained(model_folder(model)) if model is not None else None
     _quiet_transformers()
     specs = {"image": ("vision", vision, {} if image_size is None else {"image_size": image_size}),
              "text": ("text", text_model, {})}
-    wanted = sorted((set(joint.modalities) if joint is not None else {modality}) & set(specs))
-    encoders = {m: create_encoder(specs[m][0], specs[m][1], **specs[m][2]) for m in wanted}
+    if fitted is not None:  # the model's own encoders, checked against the ones it was fitted with
+        wanted = sorted(set(fitted.modalities) & set(specs))
+        encoders = {m: model_encoder(fitted, m) for m in wanted}
+        specs.update({m: (specs[m][0], fitted.config.modalities[m].encoder or encoders[m].name,
+                          fitted.config.modalities[m].encoder_options) for m in wanted})
+    else:
+        wanted = [modality]
+        encoders = {modality: create_encoder(specs[modality][0], specs[modality][1], **specs[modality][2])}
     features = feature_cache(cache)
     image_descriptor = None
     if descriptor is not None or whiten_on is not None or views is not None:
-        if modality != "image" or joint is not None:
+        if modality != "image" or fitted is not None:
             raise UsageError("--views, --whiten-on and --descriptor are for image indexes without --model")
         image_descriptor = _image_descriptor(descriptor, labelled, views, encoders["image"], features)
-    retriever = Retriever.build(modality, inputs, ids, encoders=encoders, joint=joint, labels=labels,
+    retriever = Retriever.build(modality, inputs, ids, encoders=encoders, model=fitted, labels=labels,
                                 class_names=class_names, backend=backend,
                                 encoder_options={m: specs[m][2] for m in wanted},
                                 backend_options={"factory": faiss_factory} if backend == "faiss" else {},
@@ -204,7 +214,7 @@ def _image_descriptor(path: Path | None, labelled: tuple[list[Path], list[int]] 
 @friendly_errors
 def info(index: Path = typer.Argument(..., help="index folder"),
          as_json: bool = typer.Option(False, "--json", help="print JSON to stdout instead of a table")) -> None:
-    """Show what an index holds and which encoders and joint model define its space."""
+    """Show what an index holds and which encoders and model define its space."""
     from fgmm.retrieval import EmbeddingIndex
     from fgmm.retrieval.index import read_json_object
     from fgmm.retrieval.retriever import RETRIEVER_FILE
@@ -219,7 +229,7 @@ def info(index: Path = typer.Argument(..., help="index folder"),
         spec = read_json_object(index / RETRIEVER_FILE, "")
         summary["encoders"] = {m: {"name": e["name"], "fingerprint": e["fingerprint"]}
                                for m, e in spec["encoders"].items()}
-        summary["joint_model"], summary["image_descriptor"] = bool(spec["joint"]), bool(spec.get("descriptor"))
+        summary["joint_model"], summary["image_descriptor"] = bool(spec.get("model")), bool(spec.get("descriptor"))
     if as_json:
         print_json(summary)
         return

@@ -16,6 +16,7 @@ sibling and renamed into place, so a reader sees the old model or the new one, n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +38,16 @@ WEIGHTS_NAME = "model.safetensors"
 GRAPH_NAME = "graph.safetensors"
 KG_NAME = "kg.nt"
 _GRAPH_TENSORS = ("edge_index", "edge_weight", "node_type", "label_nodes", "subclass_edges")
+
+
+def model_fingerprint(model) -> str:
+    """A short hash of a model's config, classes and every weight: the identity of its embedding space
+    (an index built with one model is never searched through another)."""
+    digest = hashlib.sha256(json.dumps([config_to_dict(model.config), model.class_names], sort_keys=True).encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def is_model_folder(path: str | Path) -> bool:

@@ -47,7 +47,7 @@ from fgmm.tasks import TASKS, TaskContext
 
 MULTIVIEW = "image_multiview"
 """``ctx.features`` key of the concatenated view x pooling features of :func:`multiview_encoder`."""
-CACHED_VIEWS, CACHED_POOLINGS = ("hflip",), ("avg", "gem", "max", "scda")
+CACHED_VIEWS, CACHED_POOLINGS = ("identity", "hflip"), ("avg", "gem", "max", "scda")
 
 
 def multiview_encoder(base: Encoder) -> MultiViewEncoder:
@@ -60,7 +60,7 @@ class ViewFeatures:
 
     Args:
         plain: ``[N, C]`` features of the plain image, average pooled (``ctx.features["image"]``).
-        multiview: ``[N, 4C]`` features of :func:`multiview_encoder`, or ``None``.
+        multiview: ``[N, 8C]`` features of :func:`multiview_encoder`, or ``None``.
     """
 
     def __init__(self, plain: torch.Tensor, multiview: torch.Tensor | None = None):
@@ -170,19 +170,29 @@ def needs_multiview(variants: Sequence[Variant]) -> bool:
     return False
 
 
-def describe(features: ViewFeatures, labels: torch.Tensor, train: np.ndarray, evaluation: np.ndarray,
-             descriptor: str, seed: int = 0, device: str = "cpu") -> torch.Tensor:
-    """``[len(evaluation), d]`` unit descriptors of the evaluation images, fitted on the training images."""
+def fit_descriptor(features: ViewFeatures, labels: torch.Tensor, train: np.ndarray, descriptor: str, seed: int = 0,
+                   device: str = "cpu") -> ImageDescriptor | None:
+    """The descriptor ``descriptor`` of :data:`DESCRIPTORS` fitted on the training images (``None`` for the
+    frozen features unchanged)."""
     spec = DESCRIPTORS[descriptor]
     if spec.config is None:
-        return F.normalize(features.plain[evaluation].float(), dim=1)
+        return None
     config = spec.config
-    raw = features.get(config.views, config.pooling)
     extra = None
     if spec.flip_augment and config.head is not None:
         extra = [features.single(view, config.pooling)[train] for view in config.views]
-    fitted = ImageDescriptor(config).fit(raw[train], labels[train], extra_views=extra, device=device, seed=seed)
-    return fitted(raw[evaluation])
+    raw = features.get(config.views, config.pooling)[train]
+    return ImageDescriptor(config).fit(raw, labels[train], extra_views=extra, device=device, seed=seed)
+
+
+def describe(features: ViewFeatures, labels: torch.Tensor, train: np.ndarray, evaluation: np.ndarray,
+             descriptor: str, seed: int = 0, device: str = "cpu") -> torch.Tensor:
+    """``[len(evaluation), d]`` unit descriptors of the evaluation images, fitted on the training images."""
+    fitted = fit_descriptor(features, labels, train, descriptor, seed, device)
+    if fitted is None:
+        return F.normalize(features.plain[evaluation].float(), dim=1)
+    config = DESCRIPTORS[descriptor].config
+    return fitted(features.get(config.views, config.pooling)[evaluation])
 
 
 def rerank_metrics(z: torch.Tensor, labels: torch.Tensor, rerank: str) -> dict[str, float]:
