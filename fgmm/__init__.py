@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "FGModelConfig": "fgmm.space",
     "create_model": "fgmm.space",
     "list_models": "fgmm.space",
+    "model_config": "fgmm.space",
     # knowledge graphs
     "KnowledgeGraph": "fgmm.kg",
     "import_cub": "fgmm.kg",
