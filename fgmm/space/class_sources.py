@@ -12,6 +12,8 @@ A class source is an ``nn.Module`` whose ``forward()`` returns the ``[C, d]`` cl
   (zero-shot) are recognised through it.
 * ``"gnn"`` (:class:`GNNClassEmbeddings`): a GNN propagating over the knowledge graph (GGNN as in
   KERL, GCN, GAT), trained with the model; every class of the graph.
+* ``"attributes"`` (:class:`AttributeClassEmbeddings`): a learned linear map of the classes'
+  attribute strengths (ALE), trained with the model; every class of the graph.
 
 Each source has ``closed_form`` (fitted by :meth:`fit` from the embeddings of the training samples
 after the model's learned parts have trained) and ``needs_graph`` (takes a
@@ -214,6 +216,86 @@ class GNNClassEmbeddings(_ClassSource):
 
     def forward(self) -> Tensor:
         weights = self.network()
+        if self.residual is not None:
+            weights = weights + self.residual * self.trained[:, None].to(weights.dtype)
+        return weights
+
+
+def class_attribute_strengths(graph: ClassGraph) -> Tensor:
+    """``[C, A]`` has-attribute strengths of the dataset labels (rows) over the graph's attribute nodes
+    (columns, in node order); zero where a class has no edge to an attribute."""
+    from fgmm.gnn.propagation import NODE_TYPES
+
+    attribute_nodes = torch.nonzero(graph.node_type == NODE_TYPES.index("attribute")).flatten()
+    if attribute_nodes.numel() == 0:
+        raise ConfigError("the 'attributes' class source needs a knowledge graph with attribute nodes")
+    column = torch.full((graph.num_nodes,), -1, dtype=torch.long)
+    column[attribute_nodes] = torch.arange(attribute_nodes.numel())
+    row = torch.full((graph.num_nodes,), -1, dtype=torch.long)
+    row[graph.label_nodes] = torch.arange(graph.num_labels)
+    src, dst = graph.edge_index
+    links = (row[src] >= 0) & (column[dst] >= 0)  # each edge is stored both ways: keep class -> attribute
+    strengths = torch.zeros(graph.num_labels, attribute_nodes.numel())
+    strengths[row[src[links]], column[dst[links]]] = graph.edge_weight[links].float()
+    return strengths
+
+
+def standardized(attributes: Tensor) -> Tensor:
+    """Column-standardised ``[C, A]`` attribute strengths (zero mean, unit variance over the classes;
+    constant columns become zero)."""
+    attributes = torch.as_tensor(attributes, dtype=torch.float32)
+    std = attributes.std(0, unbiased=False)
+    centred = attributes - attributes.mean(0)
+    return torch.where(std > 1e-8, centred / std.clamp(min=1e-8), torch.zeros_like(attributes))
+
+
+@CLASS_SOURCES.register("attributes")
+class AttributeClassEmbeddings(_ClassSource):
+    r"""Class embeddings as a learned linear map of the classes' knowledge-graph attribute strengths (ALE).
+
+    .. math::
+        \tilde{\mathbf{A}} = \big(\mathbf{A} - \mathbf{1}\boldsymbol{\mu}^{\top}\big)\,
+            \operatorname{diag}(\boldsymbol{\sigma})^{-1}, \qquad
+        \mathbf{w}_c = \operatorname{normalize}\big(\tilde{\mathbf{a}}_c \mathbf{M} + \mathbf{b}
+            + [c \in S]\, \boldsymbol{\delta}_c\big)
+
+    :math:`\mathbf{A}` (``[C, A]``) holds the has-attribute strengths of every class of the graph
+    (:func:`class_attribute_strengths`), standardised per attribute over the classes
+    (:math:`\boldsymbol{\mu}`, :math:`\boldsymbol{\sigma}`); :math:`\mathbf{M}` (``[A, d]``) and
+    :math:`\mathbf{b}` are learned with the rest of the model, :math:`\boldsymbol{\delta}_c` are free
+    per-class residuals (``residual``), used only for the classes with training samples :math:`S`.
+    This is the attribute label embedding of ALE (Akata et al., "Label-Embedding for Image
+    Classification", TPAMI 2016), whose compatibility :math:`\theta(x)^{\top}\mathbf{W}\varphi(y)`
+    is the cosine score of the fused embedding with :math:`\mathbf{w}_c`, and attribute-based
+    transfer (Lampert et al., "Learning to Detect Unseen Object Classes by Between-Class Attribute
+    Transfer", CVPR 2009): every modality is trained against the same map, so what the text side
+    learns from the captions of some classes (which words go with which attributes) carries over to
+    classes that have no captions, and a class without any training sample is scored through its
+    attribute row alone. Unlike ``"kg"`` (closed form, after training) the map is learned jointly.
+
+    Args:
+        num_classes, dim: :math:`C` (the graph's labels) and :math:`d`.
+        graph: the class graph (its class → attribute strengths).
+        residual: learn the residuals :math:`\boldsymbol{\delta}_c`.
+
+    Shapes:
+        ``forward()`` → ``[C, d]`` (not normalised; the model normalises).
+    """
+
+    needs_graph = True
+    names_all_classes = True
+
+    def __init__(self, num_classes: int, dim: int, graph: ClassGraph, residual: bool = True):
+        super().__init__(num_classes, dim)
+        if graph.num_labels != num_classes:
+            raise ConfigError(f"the knowledge graph names {graph.num_labels} classes, the model {num_classes}")
+        attributes = standardized(class_attribute_strengths(graph))
+        self.register_buffer("attributes", attributes, persistent=False)  # rebuilt from the saved graph
+        self.class_map = nn.Linear(attributes.shape[1], dim)
+        self.residual = nn.Parameter(torch.zeros(num_classes, dim)) if residual else None
+
+    def forward(self) -> Tensor:
+        weights = self.class_map(self.attributes)
         if self.residual is not None:
             weights = weights + self.residual * self.trained[:, None].to(weights.dtype)
         return weights
