@@ -6,7 +6,7 @@ r"""Image descriptors for image->image search: multi-view backbone features, whi
 
 :math:`F`, :math:`t_v`, :math:`\pi` are the frozen backbone, test-time views and pooling of
 :class:`fgmm.retrieval.views.MultiViewEncoder`; :math:`\mathcal W` is
-:class:`fgmm.zeroshot.FeatureWhitening` (power normalisation, centring, shrunk within-class whitening)
+:class:`fgmm.space.projections.FeatureWhitening` (power normalisation, centring, shrunk within-class whitening)
 fitted on labelled *training* classes, and :math:`\mathrm{Proj}` an optional
 :class:`~fgmm.retrieval.metric.MetricEmbeddingModel` head trained with a metric loss on those classes.
 Either step may be off. Descriptors of classes never seen in training are then compared by cosine
@@ -32,9 +32,9 @@ from fgmm.encoders.base import Encoder
 from fgmm.errors import ConfigError, DataError
 from fgmm.retrieval.metric import MetricEmbeddingModel, MetricHeadConfig, contiguous_labels, fit_metric_head
 from fgmm.retrieval.views import POOLINGS, VIEWS, MultiViewEncoder
+from fgmm.space.projections import FeatureWhitening
 from fgmm.train import TrainConfig
 from fgmm.train.checkpoint import atomic_write
-from fgmm.zeroshot import FeatureWhitening
 
 DESCRIPTOR_FORMAT = "fgmm-image-descriptor-1"
 
@@ -47,7 +47,7 @@ class DescriptorConfig:
         views: test-time views averaged (names in :data:`fgmm.retrieval.views.VIEWS`).
         pooling: pooling of the backbone's feature map (:data:`fgmm.retrieval.views.POOLINGS`).
         gem_p: GeM exponent when ``pooling="gem"``.
-        whitening: fit :class:`~fgmm.zeroshot.FeatureWhitening` on the training classes.
+        whitening: fit :class:`~fgmm.space.projections.FeatureWhitening` on the training classes.
         power, shrinkage: its power normalisation and shrinkage.
         head: train a metric head on the (whitened) features: the keyword arguments of
             :class:`~fgmm.retrieval.metric.MetricHeadConfig` besides ``in_dim``/``num_classes``
@@ -133,7 +133,8 @@ class ImageDescriptor:
         _, classes = contiguous_labels(labels)
         if len(classes) < 2:
             raise DataError(None, "fitting a descriptor needs labelled images of at least two classes")
-        self.whitening = FeatureWhitening(cfg.power, cfg.shrinkage).fit(features, labels) if cfg.whitening else None
+        self.whitening = (FeatureWhitening(power=cfg.power, shrinkage=cfg.shrinkage).fit(features, labels)
+                          if cfg.whitening else None)
         if cfg.head is not None:
             inputs = [features, *(extra_views or [])]
             x = torch.cat([self._whiten(v) for v in inputs])
@@ -219,9 +220,9 @@ class ImageDescriptor:
             descriptor.in_dim = int(state["in_dim"])
             if state["whitening"] is not None:
                 config = descriptor.config
-                descriptor.whitening = FeatureWhitening(config.power, config.shrinkage)
-                descriptor.whitening.mean = state["whitening"]["mean"]
-                descriptor.whitening.transform = state["whitening"]["transform"]
+                whitening = state["whitening"]
+                descriptor.whitening = FeatureWhitening(len(whitening["mean"]), config.power, config.shrinkage)
+                descriptor.whitening.load_state_dict({**whitening, "fitted": torch.tensor(True)})
             if state["head"] is not None:
                 head = MetricEmbeddingModel(MetricHeadConfig(**state["head"]["config"]))
                 head.load_state_dict(state["head"]["state_dict"])
