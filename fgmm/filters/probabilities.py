@@ -2,9 +2,12 @@ r"""Out-of-sample class probabilities: the signal confident learning and cross-m
 
 A filter must judge each label with a model that never saw it, or the model's memory of the wrong
 label hides the error. :func:`out_of_fold_scores` runs ``K``-fold cross-fitting: every sample is
-scored by a model fitted on the other folds. The default model is :class:`WhitenedNCM`, a nearest
-class mean on whitened features (closed form, seconds on 5k × 1280 features) that is also the
-strongest plain classifier on frozen CUB features here; any object with ``fit(features, labels,
+scored by a model fitted on the other folds. The default model is the one model of fgmm,
+:class:`fgmm.FGModel`, with preset ``"image"`` (:class:`ModelScores`): nearest class mean in the
+within-class whitened space, closed form (seconds on 5k x 1280 features) and the model behind the
+``image`` task's ``image_top1``. Its single modality is renamed to the one it scores, so the same
+preset scores the samples' texts; preset ``"image-kg"`` with ``mean_weight=0`` scores the classes by
+the knowledge-graph prototypes of its ``"kg"`` class source. Any object with ``fit(features, labels,
 num_classes)`` and ``scores(features) -> [N, C]`` works.
 
 Scores of several modalities (image, text, KG prototypes) become one calibrated distribution with
@@ -21,14 +24,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fgmm.zeroshot import FeatureWhitening
+from fgmm.errors import ConfigError
 
 MISSING_CLASS_SCORE = -1.0
 """Score of a class with no training sample in a fold (the lowest possible cosine)."""
@@ -43,100 +46,104 @@ class ScoreModel(Protocol):
         """``[N, C]`` class scores (cosines for the built-in models)."""
 
 
-class GramWhitening(FeatureWhitening):
-    r""":class:`~fgmm.zeroshot.FeatureWhitening` with a cheaper fit: the same transform, computed in
-    single precision from the :math:`d \times d` within-class covariance (4x faster than double
-    precision on CPU; the shrinkage keeps it well conditioned), or from the :math:`N \times N` Gram
-    matrix when there are fewer samples than dimensions (:math:`O(N^2 d)` instead of :math:`O(d^3)`).
+def fit_model(features: Tensor, labels: Sequence[int] | Tensor, num_classes: int, model: str | dict[str, Any] = "image",
+              modality: str = "image", *, kg: Any = None, seed: int = 0, **overrides: Any):
+    """An :class:`fgmm.FGModel` of one modality fitted on ``[N, d]`` ``features`` and their ``labels``.
 
-    With residuals :math:`\mathbf{R}` (``[N, d]``, :math:`\boldsymbol\Sigma_w = \mathbf{R}^\top\mathbf{R}/N`), the
-    eigenpairs of :math:`\mathbf{R}\mathbf{R}^\top/N = \mathbf{U}\boldsymbol\Lambda\mathbf{U}^\top` give those of
-    :math:`\boldsymbol\Sigma_w`, :math:`\mathbf{V} = \mathbf{R}^\top\mathbf{U}(N\boldsymbol\Lambda)^{-1/2}`, and
-
-    .. math:: \mathbf{W} = \epsilon^{-1/2}\mathbf{I}
-              + \mathbf{V}\big((\boldsymbol\Lambda + \epsilon)^{-1/2} - \epsilon^{-1/2}\big)\mathbf{V}^\top,
-              \qquad \epsilon = \varepsilon\,\bar\lambda
-
-    (the null space of :math:`\boldsymbol\Sigma_w` scaled by :math:`\epsilon^{-1/2}`, as the full
-    eigendecomposition does).
+    Args:
+        model: a preset name or config dict of :func:`fgmm.create_model` with a single modality, which is
+            renamed to ``modality`` (its ``input_dim`` is set from ``features``: no encoder is loaded).
+        num_classes: classes of the model (named ``"0"``, ``"1"``, ...).
+        kg: the graph of the ``"kg"`` / ``"gnn"`` class sources.
+        seed: of the model's weights.
+        **overrides: merged into the preset (e.g. ``class_embeddings={"options": {"mean_weight": 0.0}}``).
     """
+    from fgmm.space import ModalityTable, create_model, model_config
 
-    def fit(self, features: Tensor, labels: Tensor) -> GramWhitening:
-        n, d = features.shape
-        features, labels = features.double(), torch.as_tensor(labels)
-        powered = F.normalize(features.sign() * features.abs().pow(self.power), dim=1)
-        self.mean = powered.mean(0).float()
-        centred = self._centred(features).double()
-        _, inverse = labels.unique(return_inverse=True)
-        sums = torch.zeros(int(inverse.max()) + 1, d, dtype=torch.float64).index_add_(0, inverse, centred)
-        residual = (centred - (sums / torch.bincount(inverse).unsqueeze(1))[inverse]) / n ** 0.5
-        if n >= d:
-            eigenvalues, vectors = torch.linalg.eigh((residual.T @ residual).float())
-            eigenvalues = eigenvalues.clamp_min(0)
-            epsilon = self.shrinkage * eigenvalues.mean() + 1e-12
-            self.transform = (vectors * (eigenvalues + epsilon).rsqrt()) @ vectors.T
-            return self
-        eigenvalues, vectors = torch.linalg.eigh(residual @ residual.T)
-        keep = eigenvalues > 1e-12 * eigenvalues.max().clamp_min(1e-300)
-        eigenvalues, vectors = eigenvalues[keep], vectors[:, keep]
-        basis = residual.T @ vectors / eigenvalues.sqrt()
-        epsilon = self.shrinkage * eigenvalues.sum() / d + 1e-12
-        scale = (eigenvalues + epsilon).rsqrt() - epsilon.rsqrt()
-        self.transform = (epsilon.rsqrt() * torch.eye(d, dtype=torch.float64) + (basis * scale) @ basis.T).float()
-        return self
+    features = torch.as_tensor(features).float()
+    config = model_config(model, **overrides)
+    if len(config.modalities) != 1:
+        raise ConfigError(f"a filter's scoring model has one modality, got {sorted(config.modalities)}")
+    spec = next(iter(config.modalities.values()))
+    spec.input_dim = int(features.shape[1])
+    config.modalities = {modality: spec}
+    fitted = create_model(config, classes=[str(c) for c in range(num_classes)], kg=kg, seed=seed)
+    fitted.fit_features({modality: ModalityTable.one_per_sample(features)}, torch.as_tensor(labels).long())
+    return fitted
 
 
-class WhitenedNCM:
-    r"""Nearest class mean on whitened features (:class:`fgmm.zeroshot.FeatureWhitening`).
+@torch.no_grad()
+def class_cosines(model, modality: str, features: Tensor) -> Tensor:
+    r"""``[N, C]`` :math:`\cos(\mathbf{z}_m(\mathbf{x}), \mathbf{w}_c)` of an :class:`fgmm.FGModel`: the joint
+    embedding of ``features`` against the class embeddings of its class source (classes it cannot
+    name: :data:`MISSING_CLASS_SCORE`)."""
+    model.eval()
+    cosines = model.embed(modality, torch.as_tensor(features).float()) @ model.class_embeddings().T
+    cosines[:, ~model.available_classes()] = MISSING_CLASS_SCORE
+    return cosines
+
+
+def trimmed(own: Tensor, labels: Tensor, share: float) -> Tensor:
+    """``bool [N]``: all samples but the ``share`` of each class with the lowest score ``own`` for their
+    label (a class keeps at least two samples)."""
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    for c in labels.unique():
+        members = torch.nonzero(labels == c).squeeze(1)
+        drop = int(share * len(members))
+        if drop and len(members) - drop >= 2:
+            keep[members[own[members].argsort()[:drop]]] = False
+    return keep
+
+
+class ModelScores:
+    r"""An :class:`fgmm.FGModel` behind the :class:`ScoreModel` interface: cosines of the samples' joint
+    embeddings to the model's class embeddings (:func:`class_cosines`).
+
+    With the default preset ``"image"`` this is the nearest class mean in the within-class whitened space:
 
     .. math:: s_c(\mathbf{x}) = \cos\big(\mathbf{z}(\mathbf{x}), \mathbf{m}_c\big), \qquad
               \mathbf{m}_c = \frac{1}{|I_c|} \sum_{i \in I_c} \mathbf{z}_i
 
     Args:
-        shrinkage: of the within-class covariance (:class:`FeatureWhitening`).
-        power: power normalisation before whitening (0.5: signed square root).
-        trim: fraction of each class' samples farthest from its mean left out of a second
-            estimate of whitening and means (0: one pass). Mislabelled samples lie far from the
-            mean of their given class, so trimming keeps them from inflating the within-class
-            covariance and pulling the means.
+        model: preset name or config dict (one modality; see :func:`fit_model`).
+        modality: the modality the features are.
+        trim: fraction of each class' samples with the lowest score for their own label left out of a
+            second fit (0: one fit). Mislabelled samples lie far from the mean of their given class, so
+            trimming keeps them from inflating the within-class covariance and pulling the means.
+        kg: the class graph of a ``"kg"`` / ``"gnn"`` source.
+        classes: the graph label of each local label when the labels index a subset of the graph's
+            classes (labels ``0..len(classes)-1``); ``None``: labels are the model's labels.
+        seed: of the model's weights.
+        **overrides: merged into the preset.
     """
 
-    def __init__(self, shrinkage: float = 1.0, power: float = 0.5, trim: float = 0.0):
-        self.shrinkage = shrinkage
-        self.power = power
-        self.trim = trim
-        self.whitening: GramWhitening | None = None
-        self.means: Tensor | None = None
+    def __init__(self, model: str | dict[str, Any] = "image", modality: str = "image", trim: float = 0.0,
+                 kg: Any = None, classes: Sequence[int] | None = None, seed: int = 0, **overrides: Any):
+        self.preset, self.modality, self.trim = model, modality, trim
+        self.kg, self.seed, self.overrides = kg, seed, overrides
+        self.classes = None if classes is None else torch.as_tensor(list(classes), dtype=torch.long)
+        self.model = None
 
-    def _estimate(self, features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-        self.whitening = GramWhitening(self.power, self.shrinkage).fit(features, labels)
-        z = self.whitening(features)
-        sums = torch.zeros(num_classes, z.shape[1]).index_add_(0, labels, z)
-        present = torch.bincount(labels, minlength=num_classes) > 0
-        self.means = F.normalize(sums, dim=1)
-        self.means[~present] = 0.0
-        return z
+    def _fit(self, features: Tensor, labels: Tensor, num_classes: int) -> None:
+        total = num_classes if self.classes is None else int(getattr(self.kg, "num_labels", self.classes.max() + 1))
+        targets = labels if self.classes is None else self.classes[labels]
+        self.model = fit_model(features, targets, total, self.preset, self.modality, kg=self.kg, seed=self.seed,
+                               **self.overrides)
 
-    def fit(self, features: Tensor, labels: Tensor, num_classes: int) -> WhitenedNCM:
+    def fit(self, features: Tensor, labels: Tensor, num_classes: int) -> ModelScores:
         features, labels = torch.as_tensor(features).float(), torch.as_tensor(labels).long()
-        z = self._estimate(features, labels, num_classes)
+        self._fit(features, labels, num_classes)
         if self.trim > 0:
-            own = (z * self.means[labels]).sum(1)
-            keep = torch.ones(len(labels), dtype=torch.bool)
-            for c in labels.unique():
-                members = torch.nonzero(labels == c).squeeze(1)
-                drop = int(self.trim * len(members))
-                if drop and len(members) - drop >= 2:
-                    keep[members[own[members].argsort()[:drop]]] = False
-            self._estimate(features[keep], labels[keep], num_classes)
+            own = self.scores(features)[torch.arange(len(labels)), labels]
+            keep = trimmed(own, labels, self.trim)
+            self._fit(features[keep], labels[keep], num_classes)
         return self
 
     def scores(self, features: Tensor) -> Tensor:
-        if self.whitening is None or self.means is None:
-            raise RuntimeError("WhitenedNCM is used before fit()")
-        cosines = self.whitening(torch.as_tensor(features).float()) @ self.means.T
-        cosines[:, self.means.abs().sum(1) == 0] = MISSING_CLASS_SCORE
-        return cosines
+        if self.model is None:
+            raise RuntimeError("ModelScores is used before fit()")
+        cosines = class_cosines(self.model, self.modality, features)
+        return cosines if self.classes is None else cosines[:, self.classes]
 
 
 def fold_assignment(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:

@@ -1,23 +1,33 @@
-"""From a dataset's features to filter decisions in one call (what ``fgmm train`` and the audit use).
+"""From a dataset's features to filter decisions, and to a model trained on the cleaned labels, in one call.
 
 :func:`build_signals` turns per-modality features (image, the samples' own texts, ...) and an
-optional knowledge graph into :class:`~fgmm.filters.FilterSignals`: out-of-fold probabilities per
-modality and fused (:func:`fgmm.filters.out_of_fold_probabilities`), with a ``"kg"`` modality
-scored by :class:`fgmm.zeroshot.KGPrototypes` on the image features when a graph is given.
-:func:`clean_labels` then runs a registered filter::
+optional knowledge graph into :class:`~fgmm.filters.FilterSignals`: out-of-fold scores of an
+:class:`fgmm.FGModel` per modality (:class:`~fgmm.filters.probabilities.ModelScores`), with a ``"kg"``
+modality scored by the knowledge-graph prototypes of the model's ``"kg"`` class source on the image
+features when a graph is given. :func:`clean_labels` then runs a registered filter::
 
     result = clean_labels({"image": x_img, "text": x_txt}, labels, num_classes, masks={"text": has_text},
                           filter="crossmodal", graph=class_graph)
     keep, new_labels = result.cleaned(labels)     # train on these
     weights = result.weights()                    # or weight the loss per sample (SelectiveTraining)
 
-:func:`sample_text_features` gives each sample's texts as one pooled MiniLM vector (zeros and a
-false mask where a sample has none).
+:func:`fit_filtered` does it all for an :class:`fgmm.FGModel`: it encodes the training samples with
+the model's encoders, filters their labels with the model's own modalities (and its knowledge graph),
+and fits the model on the cleaned labels::
+
+    model = fgmm.create_model("image-text", dataset=train_set)
+    run = fit_filtered(model, train_set, "crossmodal", cache=fgmm.FeatureCache(".fgmm-cache"))
+    run.filter.counts()                           # {"keep": ..., "drop": ..., "relabel": ...}
+
+:func:`sample_text_features` gives each sample's texts as one pooled vector of the text encoder
+(zeros and a false mask where a sample has none).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,12 +35,12 @@ import torch
 from torch import Tensor
 
 from fgmm.data.sample import Sample
+from fgmm.errors import DataError
 from fgmm.filters.base import FilterResult, FilterSignals, create_filter
 from fgmm.filters.probabilities import (
     MISSING_CLASS_SCORE,
-    GramWhitening,
+    ModelScores,
     ScoreModel,
-    WhitenedNCM,
     fit_temperatures,
     fold_assignment,
     fused_scores,
@@ -38,56 +48,15 @@ from fgmm.filters.probabilities import (
 )
 
 KG_MODALITY = "kg"
+SCORE_TRIM = 0.1
+"""Share of each class trimmed from the second fit of the per-modality scoring models."""
 
 
-class FittedWhitening:
-    """A whitening fitted elsewhere, whose ``fit`` does nothing (shares one fold's whitening between the
-    image classifier and the KG prototypes)."""
-
-    def __init__(self, whitening: GramWhitening):
-        self.whitening = whitening
-
-    def fit(self, features: Tensor, labels: Tensor) -> FittedWhitening:
-        return self
-
-    def __call__(self, features: Tensor) -> Tensor:
-        return self.whitening(features)
-
-
-class KGPrototypeScores:
-    """:class:`fgmm.zeroshot.KGPrototypes` behind the :class:`~fgmm.filters.probabilities.ScoreModel`
-    interface: cosines of whitened image features to the prototypes regressed from the graph
-    (``mean_weight=0``: the graph's class embeddings alone, blended with nothing of the fold's means).
-
-    Args:
-        graph: a :class:`fgmm.gnn.ClassGraph`.
-        mean_weight, shrinkage: of :class:`~fgmm.zeroshot.KGPrototypes` and its whitening.
-        classes: the graph label of each local label when the filter sees a subset of the graph's
-            classes (labels ``0..len(classes)-1``); ``None``: labels are graph labels.
-        whitening: an already fitted whitening of the same features and labels (reused, not refitted).
-    """
-
-    def __init__(self, graph: Any, mean_weight: float = 0.0, shrinkage: float = 1.0,
-                 classes: Sequence[int] | None = None, whitening: GramWhitening | None = None):
-        self.graph, self.mean_weight, self.shrinkage = graph, mean_weight, shrinkage
-        self.classes = None if classes is None else torch.as_tensor(list(classes), dtype=torch.long)
-        self.whitening = whitening
-        self.model = None
-
-    def fit(self, features: Tensor, labels: Tensor, num_classes: int) -> KGPrototypeScores:
-        from fgmm.zeroshot import KGPrototypes
-
-        labels = torch.as_tensor(labels).long()
-        global_labels = labels if self.classes is None else self.classes[labels]
-        whitening = GramWhitening(shrinkage=self.shrinkage) if self.whitening is None \
-            else FittedWhitening(self.whitening)
-        self.model = KGPrototypes(self.graph, mean_weight=self.mean_weight, whitening=whitening).fit(
-            features, global_labels)
-        return self
-
-    def scores(self, features: Tensor) -> Tensor:
-        scores = self.model.scores(features)
-        return scores if self.classes is None else scores[:, self.classes]
+def kg_scores(graph: Any, classes: Sequence[int] | None = None, seed: int = 0) -> ModelScores:
+    """Scores of image features against the knowledge-graph class prototypes alone: preset ``"image-kg"``
+    with ``mean_weight=0`` (nothing of the fold's class means blended in), no calibration offset."""
+    return ModelScores("image-kg", "image", kg=graph, classes=classes, seed=seed,
+                       class_embeddings={"options": {"mean_weight": 0.0}, "calibrate": False})
 
 
 def build_signals(features: Mapping[str, Tensor], labels: Sequence[int] | np.ndarray, num_classes: int, *,
@@ -102,9 +71,11 @@ def build_signals(features: Mapping[str, Tensor], labels: Sequence[int] | np.nda
         labels: ``[N]`` given labels.
         num_classes: ``C``.
         masks: ``{modality: bool [N]}`` for modalities some samples lack.
-        graph: a :class:`fgmm.gnn.ClassGraph`; adds modality ``"kg"`` (KG prototypes on image features).
+        graph: a :class:`fgmm.gnn.ClassGraph` (or what :func:`fgmm.space.class_graph` takes); adds modality
+            ``"kg"``: image features scored against the KG prototypes (:func:`kg_scores`).
         graph_classes: the graph label of each label when ``labels`` index a subset of the graph's classes.
-        scorers: per-modality model factories (default :class:`WhitenedNCM` with ``trim=0.1``).
+        scorers: per-modality model factories (default :class:`~fgmm.filters.probabilities.ModelScores`:
+            the FGModel preset ``"image"`` with ``trim=0.1``).
         folds, seed: of the cross-fitting (the same folds for every modality).
 
     ``probabilities`` is the product of experts of all modalities (temperatures fitted jointly),
@@ -112,25 +83,22 @@ def build_signals(features: Mapping[str, Tensor], labels: Sequence[int] | np.nda
     """
     labels = np.asarray(labels, dtype=np.int64)
     masks = {m: torch.as_tensor(v).bool() for m, v in (masks or {}).items()}
-    factories: dict[str, Callable[[], ScoreModel]] = {m: (lambda: WhitenedNCM(trim=0.1)) for m in features}
+    factories: dict[str, Callable[[], ScoreModel]] = {
+        m: (lambda m=m: ModelScores(modality=m, trim=SCORE_TRIM, seed=seed)) for m in features}
     factories.update(scorers or {})
+    if graph is not None and "image" in features:
+        factories[KG_MODALITY] = lambda: kg_scores(graph, graph_classes, seed)
+        features = {**features, KG_MODALITY: features["image"]}
+        if "image" in masks:
+            masks[KG_MODALITY] = masks["image"]
     assignment = fold_assignment(labels, folds, seed)
     scores: dict[str, Tensor] = {}
-    fold_models: dict[str, list[ScoreModel]] = {}
     for name, x in features.items():
         present = masks.get(name, torch.ones(len(labels), dtype=torch.bool))
         scores[name] = torch.full((len(labels), num_classes), MISSING_CLASS_SCORE)
-        fold_models[name] = []
         scores[name][present] = out_of_fold_scores(factories[name], torch.as_tensor(x)[present],
                                                    labels[present.numpy()], num_classes,
-                                                   assignment=assignment[present.numpy()], models=fold_models[name])
-    if graph is not None and "image" in features:
-        # the KG prototypes live in each fold's whitened image space: reuse the image classifier's whitening
-        shared = iter([getattr(m, "whitening", None) for m in fold_models["image"]] if "image" not in masks
-                      else [None] * len(np.unique(assignment)))
-        scores[KG_MODALITY] = out_of_fold_scores(
-            lambda: KGPrototypeScores(graph, classes=graph_classes, whitening=next(shared)),
-            torch.as_tensor(features["image"]), labels, num_classes, assignment=assignment)
+                                                   assignment=assignment[present.numpy()])
     single: dict[str, np.ndarray] = {}
     for name, s in scores.items():
         present = masks.get(name, torch.ones(len(labels), dtype=torch.bool))
@@ -159,14 +127,76 @@ def clean_labels(features: Mapping[str, Tensor], labels: Sequence[int] | np.ndar
 def sample_text_features(samples: Sequence[Sample], encoder: Any = None, cache: Any = None
                          ) -> tuple[Tensor, Tensor]:
     """``([N, d], bool [N])``: each sample's texts pooled into one unit vector (the renormalised mean
-    of their embeddings), and which samples have any text. ``encoder`` defaults to the offline text
-    encoder; ``cache`` is a :class:`fgmm.cache.FeatureCache` reused across runs."""
+    of their embeddings, as :class:`fgmm.FGModel` pools them), and which samples have any text.
+    ``encoder`` defaults to the offline text encoder; ``cache`` is a :class:`fgmm.cache.FeatureCache`."""
     from fgmm.encoders import create_encoder
-    from fgmm.joint.training import pooled_texts, text_table
+    from fgmm.space.features import featurize
 
-    texts, rows = text_table(samples)
-    mask = torch.tensor([bool(r) for r in rows])
-    encoder = encoder or create_encoder("text")
-    if not texts:
-        return torch.zeros(len(samples), encoder.dim), mask
-    return pooled_texts(encoder.encode_cached(texts, cache), rows), mask
+    table = featurize("text", encoder or create_encoder("text"), samples, cache)
+    return table.pooled(), table.present
+
+
+@dataclass
+class FilteredFit:
+    """What :func:`fit_filtered` did.
+
+    Attributes:
+        fit: the model's :class:`~fgmm.space.FitResult` on the cleaned labels.
+        filter: the filter's decisions on the labelled training samples (``positions`` order).
+        positions: positions (in the training data) of the labelled samples the filter judged.
+        keep: positions of the samples the model was fitted on (relabelled ones included).
+        labels: the labels it was fitted with, aligned with ``keep``.
+    """
+
+    fit: Any
+    filter: FilterResult
+    positions: np.ndarray
+    keep: np.ndarray
+    labels: np.ndarray
+
+
+def fit_filtered(model, data: Sequence[Sample], filter: str = "crossmodal", *, cache: Any = None,
+                 train: Any = None, val: Sequence[Sample] | None = None, folds: int = 5, seed: int = 0,
+                 progress: bool = False, skip_bad: bool = False, **filter_options: Any) -> FilteredFit:
+    """Train an :class:`fgmm.FGModel` on noisy labels through a filter, in one call.
+
+    1. The training samples are encoded once with the model's encoders (through ``cache``).
+    2. :func:`clean_labels` judges every labelled sample with out-of-fold scores of each modality the
+       model has (and of its knowledge graph, when its class source has one) and runs ``filter``.
+    3. The model is fitted (:meth:`~fgmm.FGModel.fit_features`, or :meth:`~fgmm.FGModel.fit` when an encoder
+       trains end to end) on the kept samples, relabelled ones with their new label; samples without a
+       label are left as they are.
+
+    Args:
+        model: the untrained :class:`fgmm.FGModel`.
+        data: the labelled training samples (a :class:`~fgmm.data.MultiModalDataset` or a list).
+        filter: a name of :data:`fgmm.filters.FILTERS` that reads out-of-fold probabilities
+            (``crossmodal``, ``confident``, ``cleanlab``, ``openset``).
+        cache, train, val, progress, skip_bad: as for :meth:`fgmm.FGModel.fit`.
+        folds, seed: of the cross-fitting.
+        **filter_options: options of the filter.
+    """
+    samples = list(data)
+    tables = model.featurize(samples, cache, progress=progress, skip_bad=skip_bad)
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    positions = np.flatnonzero(labels >= 0)
+    if len(positions) < 2 * folds:
+        raise DataError(None, f"too few labelled samples to filter ({len(positions)}; need {2 * folds})")
+    judged = {m: t.subset(positions.tolist()) for m, t in tables.items()}
+    graph = model.graph if getattr(model.class_source, "needs_graph", False) else None
+    result = clean_labels({m: t.pooled() for m, t in judged.items()}, labels[positions], model.num_classes, filter,
+                          masks={m: t.present for m, t in judged.items() if not bool(t.present.all())}, graph=graph,
+                          folds=folds, seed=seed, **filter_options)
+    kept, new = result.cleaned(labels[positions])
+    keep = np.sort(np.concatenate([positions[kept], np.flatnonzero(labels < 0)]))
+    final = labels.copy()
+    final[positions[kept]] = new
+    if model.towers:
+        cleaned = [dataclasses.replace(samples[i], label=int(final[i])) for i in keep]
+        fitted = model.fit(cleaned, cache=cache, train=train, val=val, progress=progress, skip_bad=skip_bad)
+    else:
+        validation = None if val is None else (model.featurize(list(val), cache, skip_bad=skip_bad),
+                                               [s.label for s in val])
+        fitted = model.fit_features({m: t.subset(keep.tolist()) for m, t in tables.items()}, final[keep].tolist(),
+                                    train=train, val=validation)
+    return FilteredFit(fitted, result, positions, keep, final[keep])

@@ -3,8 +3,9 @@ r"""Small-loss filters: wrong labels are learned late, so their training loss st
 * ``small_loss`` (:class:`SmallLossFilter`): reads per-epoch losses of one run (``signals.losses``,
   e.g. recorded by :class:`fgmm.filters.SelectiveTraining`), averages them per sample and splits the
   averages with a two-component Gaussian mixture (DivideMix's division, Li et al., ICLR 2020).
-* ``coteaching``, ``coteaching_plus``, ``peer`` (:class:`TwoHeadFilter`): train two heads on the
-  features with :class:`fgmm.filters.TwoHeadSelection` through :class:`fgmm.train.Trainer` — each
+* ``coteaching``, ``coteaching_plus``, ``peer`` (:class:`TwoHeadFilter`): train two heads (two
+  :class:`fgmm.FGModel`, :func:`fgmm.filters.training.selection_head`) on the features with
+  :class:`fgmm.filters.TwoHeadSelection` through :class:`fgmm.train.Trainer` — each
   head learns from the samples its peer finds easy (Co-teaching, Han et al., NeurIPS 2018), only
   among samples the heads disagree on (Co-teaching+, Yu et al., ICML 2019), or from all disagreement
   samples plus the peer's small-loss agreement samples (peer learning, Sun et al., ICCV 2021) —
@@ -42,7 +43,7 @@ from fgmm.filters.base import (
     decide,
     mixture_split,
 )
-from fgmm.filters.training import TwoHeadSelection, fit_selective
+from fgmm.filters.training import TwoHeadSelection, fit_selective, selection_head
 
 
 @FILTERS.register("small_loss")
@@ -85,7 +86,8 @@ class TwoHeadFilter(NoiseFilter):
         rule: ``"coteaching"``, ``"coteaching_plus"`` or ``"peer"``.
         forget_rate: :math:`\\tau`; ``None`` estimates it from ``signals.probabilities``.
         epochs, batch_size, lr, weight_decay: the training recipe (AdamW, cosine schedule).
-        warmup_epochs, init_epochs, hidden, dropout: of :class:`TwoHeadSelection`.
+        warmup_epochs, init_epochs: of :class:`TwoHeadSelection`.
+        hidden, dropout: of the heads' projections (:func:`~fgmm.filters.training.selection_head`).
         relabel_threshold: least mean probability of the heads' common prediction to relabel.
         seed, device: of the run.
         out_dir: run folder of the Trainer (a temporary one when ``None``).
@@ -101,8 +103,8 @@ class TwoHeadFilter(NoiseFilter):
         self.rule = rule
         self.forget_rate = forget_rate
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
-        self.head_options = {"warmup_epochs": warmup_epochs, "init_epochs": init_epochs, "hidden": hidden,
-                             "dropout": dropout}
+        self.schedule = {"warmup_epochs": warmup_epochs, "init_epochs": init_epochs}
+        self.head_options = {"hidden": hidden, "dropout": dropout}
         self.relabel_threshold = relabel_threshold
         self.seed, self.device, self.out_dir = seed, device, out_dir
         self.model: TwoHeadSelection | None = None
@@ -119,11 +121,9 @@ class TwoHeadFilter(NoiseFilter):
                forget_rate: float) -> TwoHeadSelection:
         from fgmm.train import TrainConfig
 
-        torch.manual_seed(self.seed)
-        model = TwoHeadSelection(features.shape[1], num_classes, rule=self.rule, forget_rate=forget_rate,
-                                 **self.head_options)
-        model.norm.fit(features)
-        data = FeatureDataset({"features": features}, torch.as_tensor(labels))
+        heads = [selection_head(features, labels, num_classes, seed=self.seed + k, **self.head_options) for k in (0, 1)]
+        model = TwoHeadSelection(*heads, rule=self.rule, forget_rate=forget_rate, **self.schedule)
+        data = FeatureDataset({"image": features}, torch.as_tensor(labels))
         with tempfile.TemporaryDirectory(prefix="fgmm-coteach-") as tmp:
             config = TrainConfig(epochs=self.epochs, batch_size=min(self.batch_size, len(labels)), lr=self.lr,
                                  weight_decay=self.weight_decay, scheduler="cosine", seed=self.seed,
@@ -138,7 +138,7 @@ class TwoHeadFilter(NoiseFilter):
         forget_rate = self._forget_rate(signals)
         model = self.model = self._train(features, labels, signals.num_classes, forget_rate)
         with torch.no_grad():
-            out = model({"features": features})
+            out = model({"image": features})
         target = torch.as_tensor(labels)
         loss_a = F.cross_entropy(out["logits_a"], target, reduction="none").numpy()
         loss_b = F.cross_entropy(out["logits_b"], target, reduction="none").numpy()

@@ -5,14 +5,16 @@ peer learning) live in the *model*: the wrapper modules here count their own tra
 buffer, so they know the epoch, and keep what they select in buffers too. Buffers travel with the
 Trainer's checkpoints, so exact resume (mid-epoch included) still holds, and any model that speaks
 the Trainer's contract (``forward(batch) -> {"logits", ...}`` with ``batch["label"]`` and
-``batch["index"]``, as :class:`fgmm.data.torch_dataset.FeatureDataset` yields) can be wrapped:
+``batch["index"]``, as :class:`fgmm.data.torch_dataset.FeatureDataset` yields) can be wrapped — above
+all :class:`fgmm.FGModel` (:func:`selection_head` makes one ready to train on cached features):
 
 * :class:`SelectiveTraining` wraps a model, records every sample's loss per epoch
   (``losses [E, N]``, the ``losses`` signal of :class:`fgmm.filters.FilterSignals`) and weights each
   sample's loss by ``weights [N]``; a ``reselect(losses, epoch) -> weights`` callable runs at the
   first step of every epoch (e.g. :func:`small_loss_weights`), or fixed weights come from a filter's
   :meth:`~fgmm.filters.FilterResult.weights`.
-* :class:`TwoHeadSelection` trains two heads that select small-loss samples for each other:
+* :class:`TwoHeadSelection` trains two heads (two :class:`fgmm.FGModel`) that select small-loss samples
+  for each other:
   Co-teaching (Han et al., NeurIPS 2018), Co-teaching+ (Yu et al., ICML 2019) and the peer-learning
   rule (Sun et al., ICCV 2021).
 
@@ -24,7 +26,7 @@ boundaries, so every rank re-selects alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,12 +35,35 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from fgmm.errors import ConfigError
-from fgmm.models.classifier import FeatureNorm
 from fgmm.registry import Registry
 
 Reselect = Callable[[Tensor, int], Tensor]
 """``reselect(losses [epoch, N], epoch) -> weights [N]``: per-sample loss weights for ``epoch`` from
 the losses recorded in the epochs before it (NaN where a sample was not seen)."""
+
+
+def selection_head(features: Tensor, labels: Sequence[int] | Tensor, num_classes: int, *, hidden: int = 0,
+                   dropout: float = 0.2, dim: int | None = None, modality: str = "image", seed: int = 0):
+    r"""An :class:`fgmm.FGModel` of one modality ready to train on cached ``features`` under a wrapper here.
+
+    A learned projection (``"linear"`` when ``hidden`` is 0, else ``"mlp"``), free class weights started
+    at the class means of the initial embeddings of ``features`` (as :meth:`fgmm.FGModel.fit` starts
+    them), cosine scores :math:`s \cos(\mathbf{z}, \mathbf{w}_c)`. Batches carry ``batch[modality]``
+    (``[B, d]``), as :class:`~fgmm.data.torch_dataset.FeatureDataset` ``({modality: features}, labels)`` yields.
+    """
+    from fgmm.space import create_model
+
+    features = torch.as_tensor(features).float()
+    labels = torch.as_tensor(labels).long()
+    projection = ({"projection": "mlp", "projection_options": {"hidden": hidden, "dropout": dropout}} if hidden
+                  else {"projection": "linear", "projection_options": {"dropout": dropout}})
+    config = {"modalities": {modality: {**projection, "input_dim": int(features.shape[1])}},
+              "class_embeddings": {"source": "free"}, **({"dim": dim} if dim else {})}
+    model = create_model(config, classes=[str(c) for c in range(num_classes)], seed=seed)
+    with torch.no_grad():
+        model.eval()
+        model.class_source.initialize(model.embed(modality, features), labels)
+    return model.train()
 
 
 def forget_rate_schedule(epoch: int, forget_rate: float, warmup_epochs: int) -> float:
@@ -214,7 +239,7 @@ def peer_rule(logits_a: Tensor, logits_b: Tensor, labels: Tensor, forget_rate: f
 
 
 class TwoHeadSelection(EpochAware):
-    r"""Two heads on (normalised) features that pick each other's training samples.
+    r"""Two heads that pick each other's training samples.
 
     .. math::
         \mathcal L = \mathrm{CE}\big(h_a(\mathbf{x}_{S_a}), \tilde y_{S_a}\big)
@@ -226,22 +251,20 @@ class TwoHeadSelection(EpochAware):
     ``"loss"``.
 
     Args:
-        in_dim, num_classes: feature width and classes.
+        head_a, head_b: two models speaking the Trainer's contract (``forward(batch) -> {"logits": [B, C]}``),
+            differently initialised: two :class:`fgmm.FGModel` from :func:`selection_head` with two seeds.
+            They see the batch without its labels (the selection decides what they learn from).
         rule: the selection rule.
         forget_rate: :math:`\tau`, the share of samples each head leaves to forget (about the noise rate).
         warmup_epochs: :math:`T_k` of the schedule.
         init_epochs: Co-teaching+'s epochs of plain Co-teaching before the disagreement rule.
-        hidden: width of a hidden layer per head (``0``: linear heads).
-        dropout: on the normalised features.
-        input_key: batch entry holding the features.
 
     Shapes:
-        ``batch[input_key]``: ``[B, in_dim]`` → logits ``[B, num_classes]``.
+        the heads' batches (e.g. ``batch["image"]``: ``[B, d]``) → logits ``[B, C]``.
     """
 
-    def __init__(self, in_dim: int, num_classes: int, rule: str = "coteaching", forget_rate: float = 0.2,
-                 warmup_epochs: int = 10, init_epochs: int = 10, hidden: int = 0, dropout: float = 0.2,
-                 input_key: str = "features"):
+    def __init__(self, head_a: nn.Module, head_b: nn.Module, rule: str = "coteaching", forget_rate: float = 0.2,
+                 warmup_epochs: int = 10, init_epochs: int = 10):
         super().__init__()
         if not 0.0 <= forget_rate < 1.0:
             raise ConfigError(f"forget_rate must be in [0, 1), got {forget_rate}")
@@ -250,27 +273,18 @@ class TwoHeadSelection(EpochAware):
         self.forget_rate = forget_rate
         self.warmup_epochs = warmup_epochs
         self.init_epochs = init_epochs
-        self.input_key = input_key
-        self.norm = FeatureNorm(in_dim)
-        self.dropout = nn.Dropout(dropout)
-
-        def head() -> nn.Module:
-            if hidden:
-                return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, num_classes))
-            return nn.Linear(in_dim, num_classes)
-
-        self.head_a, self.head_b = head(), head()
+        self.head_a, self.head_b = head_a, head_b
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        x = self.dropout(self.norm(batch[self.input_key].float()))
-        logits_a, logits_b = self.head_a(x), self.head_b(x)
+        inputs = {k: v for k, v in batch.items() if k != "label"}
+        logits_a, logits_b = self.head_a(inputs)["logits"], self.head_b(inputs)["logits"]
         out = {"logits": (logits_a + logits_b) / 2, "logits_a": logits_a, "logits_b": logits_b}
         if self.training:
             labels, _ = _labels_and_index(batch)
             epoch, _ = self._tick()
             rate = forget_rate_schedule(epoch, self.forget_rate, self.warmup_epochs)
             pick_a, pick_b = self.rule(logits_a.float(), logits_b.float(), labels, rate, epoch, self.init_epochs)
-            zero = logits_a.sum() * 0.0  # keeps the graph (and DDP's reducer) alive for empty selections
+            zero = logits_a[torch.isfinite(logits_a)].sum() * 0.0  # keeps the graph (and DDP's reducer) alive
             loss_a = F.cross_entropy(logits_a[pick_a].float(), labels[pick_a]) if len(pick_a) else zero
             loss_b = F.cross_entropy(logits_b[pick_b].float(), labels[pick_b]) if len(pick_b) else zero
             out["loss"] = loss_a + loss_b

@@ -1,6 +1,7 @@
 r"""Metric-learning losses on the joint embedding, and a projection head trained with them.
 
-Every loss of :data:`METRIC_LOSSES` has one interface, whatever it does inside::
+Every loss of :data:`METRIC_LOSSES` (the registry :class:`fgmm.FGModel`'s objective reads,
+``objective.metric``; this module registers its entries) has one interface, whatever it does inside::
 
     loss = create_metric_loss("proxy_anchor", num_classes=100, dim=512)   # an nn.Module
     value = loss(embeddings, labels)      # embeddings [B, d], labels [B] (-1: unknown, left out) -> scalar
@@ -13,7 +14,7 @@ them into bf16 parameters under AMP) and lets proxies learn faster than the netw
 (``proxy_lr_scale``, as Proxy-Anchor's 100x proxy learning rate, via a reparametrisation so that one
 optimizer and one learning rate serve the whole model).
 
-:class:`MetricEmbeddingModel` is a :class:`~fgmm.joint.projection.ProjectionHead` (optionally behind
+:class:`MetricEmbeddingModel` is a :class:`~fgmm.space.projections.ProjectionHead` (optionally behind
 a vision tower) trained with one of these losses under the :class:`fgmm.train.Trainer` contract:
 on cached features on CPU (:func:`fit_metric_head`), or end to end on GPU with an unlocked tower and
 image batches -- the same module and the same Trainer.
@@ -32,14 +33,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from fgmm.errors import ConfigError, DataError
-from fgmm.joint.projection import ProjectionHead
-from fgmm.registry import Registry
+from fgmm.space.objective import METRIC_LOSSES
+from fgmm.space.projections import ProjectionHead
 from fgmm.train import TrainConfig, Trainer
 from fgmm.train.checkpoint import atomic_write
 from fgmm.train.seed import seed_everything
-
-METRIC_LOSSES: Registry[nn.Module] = Registry("metric loss")
-"""``name -> factory(num_classes, dim, **options) -> MetricLoss``."""
 
 
 class _Scaled(nn.Module):

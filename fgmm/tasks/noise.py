@@ -15,12 +15,12 @@ Each filter run (:data:`FILTER_RUNS`) gets out-of-fold signals (:func:`fgmm.filt
 from the image features alone (``image`` runs) or from every modality the dataset has — image, the
 samples' own texts (CUB: 10 captions per image), KG class prototypes (``all`` runs). Detection is
 scored against the injected truth (precision, recall, F1 of the samples flagged to drop or relabel);
-the classifier (:class:`fgmm.filters.WhitenedNCM` on image features, the strongest plain classifier
-on frozen CUB features here) is trained on the noisy labels, on each filter's cleaned labels
-(relabelled samples with their new label, dropped ones left out) and on the clean labels, and
-tested on image features alone. Nothing is tuned on the test part: the filters run with their
-documented defaults and the classifier with the whitening shrinkage the ``kg`` task chose on inner
-validation splits (1.0).
+the classifier — the one model :class:`fgmm.FGModel` with preset ``"image"``, the model of the
+``image`` task (nearest class mean in the within-class whitened space of the frozen features) — is
+fitted on the noisy labels, on each filter's cleaned labels (relabelled samples with their new label,
+dropped ones left out) and on the clean labels, and tested on image features alone. Nothing is
+tuned on the test part: the filters run with their documented defaults and the classifier with the
+preset's whitening shrinkage (1.0, chosen on inner validation splits of CUB).
 
 The ``noise`` task reports, for 20% symmetric noise (or the dataset's own noise when it has any):
 ``noise_f1`` (fgmm's default filter, cross-modal agreement: fixed in advance, not the best of the
@@ -46,18 +46,19 @@ from fgmm.filters import (
     FilterResult,
     FilterSignals,
     SelectiveTraining,
-    WhitenedNCM,
     build_signals,
     create_filter,
     detection_scores,
+    fit_model,
     fit_selective,
     sample_text_features,
+    selection_head,
 )
 from fgmm.tasks import TASKS, TaskContext
 
 DEFAULT_FILTER = "crossmodal"
-CLASSIFIER_SHRINKAGE = 1.0
-"""Whitening shrinkage of the test classifier (the ``kg`` task's choice on inner validation splits of CUB)."""
+CLASSIFIER = "image"
+"""FGModel preset of the test classifier (the ``image`` task's model)."""
 
 
 @dataclass(frozen=True)
@@ -144,33 +145,30 @@ def inject_noise(labels: np.ndarray, train: np.ndarray, test: np.ndarray, kind: 
 
 
 def classifier_top1(features: Tensor, labels: np.ndarray, num_classes: int, test_features: Tensor,
-                    test_labels: np.ndarray) -> float:
-    """Top-1 of :class:`WhitenedNCM` trained on ``(features, labels)`` and tested on image features."""
-    model = WhitenedNCM(shrinkage=CLASSIFIER_SHRINKAGE).fit(features, torch.as_tensor(labels), num_classes)
-    return float((model.scores(test_features).argmax(1).numpy() == test_labels).mean())
+                    test_labels: np.ndarray, seed: int = 0) -> float:
+    """Top-1 of the :class:`fgmm.FGModel` preset :data:`CLASSIFIER` fitted on ``(features, labels)`` and
+    tested on image features."""
+    model = fit_model(features, labels, num_classes, CLASSIFIER, seed=seed)
+    return float((model.logits({"image": test_features}).argmax(1).numpy() == test_labels).mean())
 
 
 def recorded_losses(features: Tensor, labels: np.ndarray, num_classes: int, seed: int = 0, epochs: int = 30,
                     device: str = "cpu") -> np.ndarray:
-    """``[epochs, N]`` per-sample training losses of a linear head trained on the noisy labels with
-    :class:`fgmm.train.Trainer` (recorded by :class:`fgmm.filters.SelectiveTraining`)."""
+    """``[epochs, N]`` per-sample training losses of an :class:`fgmm.FGModel` with a linear projection
+    (:func:`fgmm.filters.selection_head`) trained on the noisy labels with :class:`fgmm.train.Trainer`
+    (recorded by :class:`fgmm.filters.SelectiveTraining`)."""
     import tempfile
     from pathlib import Path
 
     from fgmm.data.torch_dataset import FeatureDataset
-    from fgmm.models.classifier import ImageClassifier
-    from fgmm.models.heads import LinearHead
     from fgmm.train import TrainConfig
 
-    torch.manual_seed(seed)
-    head = ImageClassifier(LinearHead(features.shape[1], num_classes), features.shape[1], dropout=0.2)
-    head.norm.fit(features)
-    model = SelectiveTraining(head, len(labels), epochs)
+    model = SelectiveTraining(selection_head(features, labels, num_classes, seed=seed), len(labels), epochs)
     with tempfile.TemporaryDirectory(prefix="fgmm-losses-") as tmp:
         config = TrainConfig(epochs=epochs, batch_size=min(256, len(labels)), lr=2e-3, weight_decay=5e-2,
                              scheduler="cosine", seed=seed, out_dir=Path(tmp), progress=False, device=device,
                              log_every_steps=10_000)
-        fit_selective(model, config, FeatureDataset({"features": features}, torch.as_tensor(labels)), resume=False)
+        fit_selective(model, config, FeatureDataset({"image": features}, torch.as_tensor(labels)), resume=False)
     return model.losses.cpu().numpy()
 
 
@@ -199,8 +197,8 @@ def run_protocol(inputs: ProtocolInputs, noisy: NoisyLabels, runs: Sequence[str]
         "setting": noisy.setting, "noise_rate": float(noisy.noisy.mean()), "n_train": len(noisy.train),
         "n_test": len(noisy.test), "num_classes": c,
         "clean_top1": classifier_top1(x_train[torch.as_tensor(in_set)], noisy.clean[in_set], c, x_test,
-                                      noisy.test_labels),
-        "nofilter_top1": classifier_top1(x_train, noisy.labels, c, x_test, noisy.test_labels), "runs": {},
+                                      noisy.test_labels, seed),
+        "nofilter_top1": classifier_top1(x_train, noisy.labels, c, x_test, noisy.test_labels, seed), "runs": {},
     }
     signals: dict[str, FilterSignals] = {}
 
@@ -234,7 +232,7 @@ def run_protocol(inputs: ProtocolInputs, noisy: NoisyLabels, runs: Sequence[str]
             **detection_scores(result.flagged, noisy.noisy), **result.counts(),
             "relabel_correct": float((result.suggested[relabelled] == noisy.clean[relabelled]).mean())
             if relabelled.any() else None,
-            "top1": classifier_top1(x_train[torch.as_tensor(keep)], cleaned, c, x_test, noisy.test_labels),
+            "top1": classifier_top1(x_train[torch.as_tensor(keep)], cleaned, c, x_test, noisy.test_labels, seed),
             "signals": run.signals, "filter": run.filter, **{f"option_{k}": v for k, v in run.options.items()},
         }
     if "all" in signals:
