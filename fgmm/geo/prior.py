@@ -251,26 +251,6 @@ class GeoPrior(nn.Module):
         return prior.eval()
 
 
-def create_geo_prior(num_classes: int, path: str | Path | None = None, class_names: list[str] | None = None,
-                     **config: Any) -> GeoPrior:
-    """Factory for ``FGModel``'s prior registry (``fgmm.space.priors.PRIORS``): ``create_prior("geo", num_classes=C,
-    path="cub-prior.safetensors")`` loads a fitted prior; without ``path`` it builds the untrained architecture
-    of ``config`` (:class:`GeoPriorConfig` fields), whose weights a saved model's state dict then fills.
-
-    Raises:
-        ConfigError: the loaded prior scores another number of classes.
-    """
-    if path is not None:
-        prior = GeoPrior.load(path)
-        if prior.num_classes != num_classes:
-            raise ConfigError(f"geo prior {path} scores {prior.num_classes} classes, the model {num_classes}")
-        return prior
-    names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
-    if len(names) != num_classes:
-        raise ConfigError(f"{len(names)} class names for {num_classes} classes")
-    return GeoPrior(names, GeoPriorConfig.from_dict(config) if config else None)
-
-
 def assume_negative_full_loss(pos_logits: torch.Tensor, labels: torch.Tensor, bg_logits: torch.Tensor,
                               pos_weight: float) -> torch.Tensor:
     """SINR's :math:`\\mathcal{L}_\\text{AN-full}` (see the module docstring).

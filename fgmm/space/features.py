@@ -155,6 +155,27 @@ def featurize_audio(encoder: Encoder, samples: Sequence[Sample], cache: Any = No
     return ModalityTable(features.float(), rows, skipped)
 
 
+@FEATURIZERS.register("geo")
+def featurize_geo(encoder: Encoder, samples: Sequence[Sample], cache: Any = None, *, progress: bool = False,
+                  skip_bad: bool = False) -> ModalityTable:
+    """Where and when: :class:`~fgmm.geo.encoder.GeoTimeEncoder` features of ``Sample.location`` /
+    ``Sample.time`` (a missing date or hour is masked in the features, never imputed); samples without a
+    place get no row. The features end with the raw place and date, which a geo class prior reads back.
+    Only GeoCLIP's position network goes through ``cache`` (the closed-form encodings are cheaper to
+    recompute than to read, and exact)."""
+    from fgmm.geo.encoder import cached_geo_features
+
+    positions = [i for i, s in enumerate(samples) if s.location is not None]
+    rows: list[list[int]] = [[] for _ in samples]
+    if not positions:
+        return ModalityTable(torch.empty(0, encoder.dim), rows)
+    features = cached_geo_features(encoder, [samples[i] for i in positions],
+                                   cache if encoder.name == "geoclip" else None)
+    for row, i in enumerate(positions):
+        rows[i] = [row]
+    return ModalityTable(features.float(), rows)
+
+
 def featurize(modality: str, encoder: Encoder, samples: Sequence[Sample], cache: Any = None,
               **options: Any) -> ModalityTable:
     """The :class:`ModalityTable` of ``samples`` for ``modality`` (:data:`FEATURIZERS`)."""

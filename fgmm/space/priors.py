@@ -14,7 +14,9 @@ while the rest of the model trains. Implementations register in :data:`PRIORS`; 
 model's labels).
 
 Registered: ``"birdnet_species"`` (:class:`fgmm.audio.prior.BirdNETSpeciesPrior`, BirdNET's own species
-output read from the audio modality's features; extra ``fgmm[audio]``).
+output read from the audio modality's features; extra ``fgmm[audio]``), ``"geo_occurrences"``
+(:class:`fgmm.geo.model_prior.OccurrencePrior`, a presence-only place/date prior fitted on occurrence records,
+read from the geo modality's features).
 """
 
 from __future__ import annotations
@@ -49,3 +51,15 @@ def birdnet_species_prior(num_classes: int, class_names: Sequence[str], **option
 
 
 birdnet_species_prior.needs_class_names = True  # type: ignore[attr-defined]
+
+
+@PRIORS.register("geo_occurrences")
+def geo_occurrences_prior(num_classes: int, class_names: Sequence[str], **options: Any) -> nn.Module:
+    """p(class | place, date) fitted on occurrence records (:class:`fgmm.geo.model_prior.OccurrencePrior`;
+    options: ``records`` (an occurrences CSV) and :class:`fgmm.geo.prior.GeoPriorConfig` fields)."""
+    from fgmm.geo.model_prior import OccurrencePrior
+
+    return OccurrencePrior(num_classes=num_classes, class_names=class_names, **options)
+
+
+geo_occurrences_prior.needs_class_names = True  # type: ignore[attr-defined]

@@ -239,6 +239,32 @@ class CenteringProjection(nn.Module):
         return F.normalize(signed_power(features.float(), self.power) - self.mean, dim=-1)
 
 
+@PROJECTIONS.register("none")
+class NoProjection(nn.Module):
+    """No embedding: the modality is only read by its class prior (preset ``"image-geo"``: the place and date
+    score classes through :mod:`fgmm.geo.model_prior`, not through the joint space).
+
+    It gives zero rows, which the ``"mean"`` fusion leaves without effect on the direction of the fused
+    embedding (a sample with an image and a place is scored from its image alone, then times the prior; one
+    with a place alone from the prior alone). Use it with ``fusion: "mean"``.
+
+    Shapes:
+        input ``[B, in_dim]`` -> output ``[B, out_dim]`` zeros.
+    """
+
+    closed_form = True
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+    def fit(self, features: Tensor, labels: Tensor) -> NoProjection:
+        return self
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features.new_zeros(features.shape[0], self.out_dim, dtype=torch.float32)
+
+
 class ColumnSlice(nn.Module):
     """Hands columns ``start..stop-1`` of the features to another projection (the ``columns`` option).
 
