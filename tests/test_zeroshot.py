@@ -5,27 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fgmm.data.sample import MultiModalDataset, Sample
 from fgmm.errors import ConfigError, DataError
-from fgmm.gnn import ClassEmbeddingNetwork, ClassGraph
+from fgmm.gnn import ClassGraph
+from fgmm.space import ModalityTable, create_model
+from fgmm.space.projections import FeatureWhitening
 from fgmm.tasks import TaskContext, run_tasks
+from fgmm.train import TrainConfig
 from fgmm.zeroshot import (
-    ZSL_MODELS,
-    FeatureWhitening,
-    FitConfig,
-    GNNZeroShot,
-    KGClassifier,
-    KGPrototypes,
     calibrated_stacking,
     calibration_split,
     choose_gamma,
-    create_zero_shot_model,
-    evaluate_zero_shot,
-    fit_classifier,
     gzsl_accuracy,
     mean_class_accuracy,
-    predict_scores,
     zero_shot_split,
     zsl_accuracy,
 )
@@ -49,13 +43,6 @@ def ring_data(per_class: int = 40, dim: int = 24, noise: float = 0.3, seed: int 
 
 
 RING_GRAPH = ClassGraph.from_matrix(RING)
-FAST = FitConfig(epochs=30, batch_size=32, lr=1e-2, seed=0)
-
-
-def ring_model(layer: str = "gcn", free_weights: bool = False) -> KGClassifier:
-    torch.manual_seed(0)
-    net = ClassEmbeddingNetwork(RING_GRAPH, out_dim=16, hidden=16, layer=layer, num_layers=2)
-    return KGClassifier(24, net, free_weights=free_weights, input_dropout=0.0)
 
 
 def test_mean_class_accuracy_averages_over_classes():
@@ -116,59 +103,26 @@ def test_feature_whitening_equalises_within_class_scatter():
         FeatureWhitening()(features)
 
 
-@pytest.mark.parametrize("name", ["prototypes", "gnn"])
-def test_zero_shot_models_compose_known_attributes(name):
+@pytest.mark.parametrize("source, options", [
+    ("kg", {"mean_weight": 1.0}),
+    ("gnn", {"layer": "gcn", "hidden": 16, "free_weights": False}),
+    ("gnn", {"layer": "ggnn", "hidden": 16, "free_weights": False}),
+])
+def test_graph_class_sources_compose_known_attributes(source, options, tmp_path):
+    """Trained on classes 0-3 only, the model names the unseen classes 4 and 5 through the graph."""
     features, labels = ring_data()
     train = torch.isin(labels, torch.tensor(SEEN))
-    options = {"config": FAST} if name == "gnn" else {}
-    model = create_zero_shot_model(name, RING_GRAPH, **options).fit(features[train], labels[train], SEEN)
-    accuracy = zsl_accuracy(model.scores(features[~train]), labels[~train], UNSEEN)
-    assert accuracy >= 0.95
-    assert ZSL_MODELS.names() == ["gnn", "prototypes"]
-
-
-def test_kg_prototypes_blend_means_only_for_trained_classes():
-    features, labels = ring_data(per_class=10)
-    train = torch.isin(labels, torch.tensor(SEEN))
-    model = KGPrototypes(RING_GRAPH, mean_weight=1.0).fit(features[train], labels[train])
-    prototypes = model.prototypes()
-    assert prototypes.shape == (6, 24)
-    assert torch.allclose(prototypes[SEEN], model.means[SEEN].float(), atol=1e-5)  # graph ignored when 1
-    assert torch.allclose(prototypes[UNSEEN], model.regressed[UNSEEN].float(), atol=1e-5)
-    assert not torch.allclose(model.prototypes(mean_weight=0.0)[SEEN], prototypes[SEEN], atol=1e-3)
-    with pytest.raises(ConfigError, match="before fit"):
-        KGPrototypes(RING_GRAPH).scores(features)
-
-
-@pytest.mark.parametrize("layer", ["gcn", "ggnn"])
-def test_zero_shot_on_a_tiny_kg_composes_known_attributes(layer):
-    features, labels = ring_data()
-    train = torch.isin(labels, torch.tensor(SEEN))
-    model = fit_classifier(ring_model(layer), features[train], labels[train], SEEN, FAST)
-    test = ~train
-    accuracy = zsl_accuracy(predict_scores(model, features[test]), labels[test], UNSEEN)
-    assert accuracy >= 0.95
-
-
-def test_fit_rejects_labels_outside_classes_and_free_weights_of_unseen_stay_zero():
-    features, labels = ring_data(per_class=5)
-    with pytest.raises(ValueError, match="not among"):
-        fit_classifier(ring_model(), features, labels, SEEN, FAST)
-    train = torch.isin(labels, torch.tensor(SEEN))
-    model = fit_classifier(ring_model(free_weights=True), features[train], labels[train], SEEN,
-                           FitConfig(epochs=2, batch_size=8))
-    assert model.free[UNSEEN].abs().sum() == 0
-    assert model.free[SEEN].abs().sum() > 0
-
-
-def test_evaluate_zero_shot_reports_zsl_and_calibrated_gzsl():
-    features, labels = ring_data(per_class=30)
-    split = ["test" if i % 5 == 0 else "train" for i in range(len(labels))]
-    zs = zero_shot_split(labels.numpy(), split, UNSEEN, num_classes=6)
-    report = evaluate_zero_shot(lambda: GNNZeroShot(RING_GRAPH, config=FAST), features, labels, zs)
-    assert report.zsl >= 0.95
-    assert report.gzsl.h >= report.gzsl_uncalibrated.h
-    assert 0.0 <= report.gzsl.seen <= 1.0 and report.gzsl.h > 0.5
+    config = {"modalities": {"image": {"projection": "identity", "input_dim": 24}},
+              "class_embeddings": {"source": source, "options": options}}
+    model = create_model(config, classes=[f"c{i}" for i in range(6)], kg=RING_GRAPH)
+    recipe = TrainConfig(epochs=30, batch_size=32, lr=1e-2, out_dir=tmp_path / "run", progress=False)
+    model.fit_features({"image": ModalityTable.one_per_sample(features[train])}, labels[train], train=recipe)
+    assert model.trained_classes().tolist() == [True] * 4 + [False] * 2 and model.available_classes().all()
+    scores = model.logits({"image": features[~train]})
+    assert zsl_accuracy(scores, labels[~train], UNSEEN) >= 0.9  # chance: 0.5
+    if source == "kg":  # mean_weight 1: the graph only names the classes without samples
+        means = F.normalize(torch.stack([model.embed("image", features[labels == c]).mean(0) for c in SEEN]), dim=1)
+        assert torch.allclose(model.class_embeddings()[SEEN], means, atol=1e-4)
 
 
 def ring_context(tmp_path) -> TaskContext:
