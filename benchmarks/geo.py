@@ -3,10 +3,12 @@
     python benchmarks/geo.py --root DIR --occurrences occurrences.csv --out results.json [--cache DIR]
     python benchmarks/geo.py --markdown results.json      # the benchmarks/README.md table of a finished run
 
-Same split and image features as ``benchmarks/cub.py`` (the official split when the root has test
-images, else the seeded 20% per-class holdout), the protocol of :mod:`fgmm.tasks.geo`: the prior never
-sees the records the evaluation images' places were drawn from, and every choice (prior recipe, kernel
-bandwidth, probe C, learned fusion) is made on an inner validation split of the training images.
+Same split, image features and image model as ``benchmarks/cub.py`` (the official split when the root has
+test images, else the seeded 20% per-class holdout; the image task's :class:`fgmm.FGModel`, preset ``"image"``),
+the protocol of :mod:`fgmm.tasks.geo`: the fused model is that FGModel with the ``"geo_occurrences"`` prior
+(preset ``"image-geo"``), the prior never sees the records the evaluation images' places were drawn from, and
+every choice (prior recipe, kernel bandwidth, learned fusion) is made on an inner validation split of the
+training images.
 Writes one JSON object with the ``geo_*`` keys of the benchmark contract.
 """
 
@@ -30,11 +32,12 @@ from fgmm.geo.occurrences import load_occurrences
 from fgmm.pipeline import build_context, default_cache_dir
 from fgmm.report import write_json_atomic
 from fgmm.tasks.geo import class_names_for_records, evaluate_geo
+from fgmm.tasks.image import image_model
 
 ROWS = (
-    ("geo_image_top1", "image only (logistic probe)"),
-    ("geo_fused_top1", "image + learned prior (learned fusion) — the headline"),
-    ("geo_fused_top1_product", "image x learned prior (plain product rule)"),
+    ("geo_image_top1", "image only (FGModel, preset image)"),
+    ("geo_fused_top1", "FGModel image-geo: image + learned prior (learned fusion) — the headline"),
+    ("geo_fused_top1_product", "FGModel image-geo: image x learned prior (plain product rule)"),
     ("geo_fused_top1_an", "image + SINR assume-negative prior (learned fusion)"),
     ("geo_fused_top1_an_product", "image x SINR assume-negative prior (plain product rule)"),
     ("geo_fused_top1_kde", "image + kernel density (baseline, learned fusion)"),
@@ -116,8 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         extra["birdnet"] = BirdNetRangePrior(ctx.dataset.class_names, args.birdnet_table,
                                              ctx.dataset.meta["class_folders"])
-    metrics = evaluate_geo(ctx.dataset, ctx.features["image"], records, train, test, seed=args.seed,
-                           extra_priors=extra)
+    metrics = evaluate_geo(ctx.dataset, ctx.features["image"], records, train, test, image_model=image_model(ctx),
+                           seed=args.seed, extra_priors=extra)
     results = {
         "split": ctx.dataset.split_protocol, "n_train": len(train), "n_test": len(test), "seed": args.seed,
         **metrics, "occurrences": str(args.occurrences.name), "encoder": stats["encoder"],
