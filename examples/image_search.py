@@ -4,8 +4,9 @@
 
 Text-to-image search needs an embedding space shared by images and sentences. This example
 learns one on the procedural demo birds (generated on the fly, no download): frozen image features
-(EfficientNet-Lite0) and frozen MiniLM caption features are projected into a joint space by a
-:class:`fgmm.joint.JointEmbeddingModel` trained with the class-aware contrastive loss. It then
+(EfficientNet-Lite0) and frozen MiniLM caption features are projected into the joint space of the
+one model, :class:`fgmm.FGModel` (preset ``image-text``), trained with the class-aware contrastive loss
+and cross-entropy. It then
 indexes every image under ``--images`` (default: the generated birds), queries the index with
 the sentence, prints the top results and saves them as a picture. The saved index answers later
 queries from the command line too::
@@ -20,31 +21,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
+from fgmm import FGModel, create_model
 from fgmm.cache import FeatureCache
 from fgmm.data.procedural import generate_procedural
 from fgmm.encoders import create_encoder
-from fgmm.joint.training import fit_joint, text_table
 from fgmm.retrieval import Retriever, result_grid
 from fgmm.train import TrainConfig
 
 VISION, IMAGE_SIZE = "efficientnet_lite0", 160
 
 
-def train_space(out: Path, cache: FeatureCache, vision, text) -> torch.nn.Module:
+def train_space(out: Path, cache: FeatureCache) -> FGModel:
     """Train the joint image-text space on the training split of the procedural birds."""
     dataset = generate_procedural(out / "birds", num_classes=12, images_per_class=30, unseen_classes=0,
                                   noise_rate=0.0, with_audio=False)
     train = dataset.part("train")
-    image_features = cache.encode_images(vision, [s.image for s in train]).features
-    texts, rows = text_table(train.samples)
-    text_features = text.encode_cached(texts, cache, progress=True)
+    model = create_model("image-text", dataset=train,
+                         modalities={"image": {"encoder": VISION, "encoder_options": {"image_size": IMAGE_SIZE}}})
     config = TrainConfig(epochs=60, batch_size=64, lr=1e-3, out_dir=out / "joint-run", progress=False, device="cpu")
-    model, result = fit_joint(image_features, text_features, rows, train.labels, config,
-                              num_classes=train.num_classes,
-                              encoders={"image": vision.fingerprint(), "text": text.fingerprint()})
-    print(f"trained the joint space on {len(train)} images and {len(texts)} captions "
+    result = model.fit(train, cache=cache, train=config, progress=True)
+    print(f"trained the joint space on {len(train)} images and {sum(len(s.texts) for s in train)} captions "
           f"(loss {result.history[0]['train_loss']:.2f} -> {result.history[-1]['train_loss']:.2f})")
     return model
 
@@ -58,14 +54,14 @@ def main() -> None:
     args = parser.parse_args()
 
     cache = FeatureCache(args.out / "cache")
-    vision = create_encoder("vision", VISION, image_size=IMAGE_SIZE)
+    model = train_space(args.out, cache)
+    vision = create_encoder("vision", VISION, image_size=IMAGE_SIZE)  # the model's encoders (fingerprints checked)
     text = create_encoder("text")
-    model = train_space(args.out, cache, vision, text)
 
     folder = args.images or args.out / "birds" / "images"
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     retriever = Retriever.build("image", paths, [str(p.relative_to(folder)) for p in paths],
-                                encoders={"image": vision, "text": text}, joint=model, cache=cache,
+                                encoders={"image": vision, "text": text}, model=model, cache=cache,
                                 encoder_options={"image": {"image_size": IMAGE_SIZE}})
     retriever.save(args.out / "index")
     print(f"indexed {len(paths)} images of {folder} into {args.out / 'index'}")

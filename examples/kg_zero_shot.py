@@ -2,10 +2,11 @@
 
 Six warblers differ in crown colour (red, blue, yellow) and wing colour (black, olive). Images exist
 for five of them (rendered with the procedural demo's bird renderer and encoded by a frozen
-EfficientNet-Lite0); the "Azure-crowned Olive Warbler" exists only in the knowledge graph. A GNN
-propagates over the graph to give every class a classifier weight, so after training on the five
-species with images the model can name the sixth: it must compose "blue crown" (seen on the
-Azure-crowned Black Warbler) with "olive wing" (seen on two other species).
+EfficientNet-Lite0); the "Azure-crowned Olive Warbler" exists only in the knowledge graph. The one
+model, :class:`fgmm.FGModel` with preset ``image-gnn``, takes its class embeddings from a GNN that
+propagates over the graph, so every class gets one; after training on the five species with images
+the model can name the sixth: it must compose "blue crown" (seen on the Azure-crowned Black Warbler)
+with "olive wing" (seen on two other species).
 
     python examples/kg_zero_shot.py [--out kg-example] [--images-per-class 24]
 
@@ -20,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fgmm import create_model
 from fgmm.data.procedural import render_bird
 from fgmm.encoders import create_encoder
-from fgmm.gnn import ClassEmbeddingNetwork, ClassGraph
 from fgmm.kg import KnowledgeGraph
-from fgmm.zeroshot import FitConfig, KGClassifier, fit_classifier, predict_scores
+from fgmm.space import ModalityTable
+from fgmm.train import TrainConfig
 
+VISION, IMAGE_SIZE = "efficientnet_lite0", 160
 CROWNS = {"red": "Crimson", "blue": "Azure", "yellow": "Golden"}
 WINGS = ("black", "olive")
 NO_IMAGES = ("blue", "olive")  # the species known only from the knowledge graph
@@ -59,7 +62,7 @@ def author_graph() -> KnowledgeGraph:
 
 def render_features(classes: list[tuple[str, str]], per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen EfficientNet-Lite0 features of rendered birds, ``per_class`` of each (crown, wing)."""
-    encoder = create_encoder("vision", "efficientnet_lite0", image_size=160)
+    encoder = create_encoder("vision", VISION, image_size=IMAGE_SIZE)
     transform = encoder.transform()
     images, labels = [], []
     for label, (crown, wing) in enumerate(classes):
@@ -90,23 +93,23 @@ def main() -> None:
     # 2. dataset labels: every species (the imageless one included, so the model scores it)
     classes = [(crown, wing) for crown in CROWNS for wing in WINGS]
     class_order = [species_name(*c).replace(" ", "_") for c in classes]
-    graph = ClassGraph.from_hetero(kg.to_pyg(class_order=class_order))
     unseen = classes.index(NO_IMAGES)
-    seen = [i for i in range(len(classes)) if i != unseen]
 
     # 3. images: even-numbered ones of the five seen species train, odd-numbered ones of all six test
     features, labels = render_features(classes, 2 * args.images_per_class, args.seed)
     is_train = (torch.arange(len(labels)) % 2 == 0) & (labels != unseen)
     is_test = torch.arange(len(labels)) % 2 == 1
-    features = torch.nn.functional.normalize(features - features[is_train].mean(0), dim=1)
 
-    # 4. train the GNN + cosine classifier on the seen species only
-    net = ClassEmbeddingNetwork(graph, out_dim=128, hidden=64, layer="ggnn", num_layers=2)
-    model = KGClassifier(features.shape[1], net)
-    fit_classifier(model, features[is_train], labels[is_train], seen, FitConfig(epochs=60, batch_size=32))
+    # 4. the one model: whitened image features, class embeddings from a GNN over the graph; trained on
+    #    the seen species only (the graph gives the sixth its embedding)
+    image = {"encoder": VISION, "encoder_options": {"image_size": IMAGE_SIZE}, "input_dim": features.shape[1]}
+    model = create_model("image-gnn", classes=[species_name(*c) for c in classes], kg=kg, class_order=class_order,
+                         seed=args.seed, modalities={"image": image})
+    model.fit_features({"image": ModalityTable.one_per_sample(features[is_train])}, labels[is_train],
+                       train=TrainConfig(epochs=60, batch_size=32, lr=1e-3, out_dir=args.out / "run", progress=False))
 
     # 5. predict among all six species, the imageless one included (chance: 1 in 6)
-    predictions, truth = predict_scores(model, features[is_test]).argmax(1), labels[is_test]
+    predictions, truth = model.logits({"image": features[is_test]}).argmax(1), labels[is_test]
     for label, (crown, wing) in enumerate(classes):
         mine = truth == label
         hits = int((predictions[mine] == label).sum())
