@@ -5,7 +5,8 @@ tensor), :mod:`~fgmm.geo.occurrences` (``occurrences.csv``), :mod:`~fgmm.geo.enc
 harmonics, sin/cos, cyclic time), :mod:`~fgmm.geo.encoder` (``GeoTimeEncoder``, modality ``"geo"``),
 :mod:`~fgmm.geo.prior` / :mod:`~fgmm.geo.fit` (the learned presence-only prior), :mod:`~fgmm.geo.kde`
 (the kernel-density baseline), :mod:`~fgmm.geo.fusion` (product rule, learned fusion),
-:mod:`~fgmm.geo.predict` (what ``fgmm predict`` calls) and :mod:`~fgmm.geo.maps` (range maps).
+:mod:`~fgmm.geo.predict` (what ``fgmm predict`` calls), :mod:`~fgmm.geo.maps` (range maps) and
+:mod:`~fgmm.geo.model_prior` (the prior as a class prior of :class:`fgmm.FGModel`, preset ``"image-geo"``).
 Names are imported lazily, so ``import fgmm.geo`` stays cheap.
 """
 
@@ -21,6 +22,7 @@ _EXPORTS = {
     "GeoTimeEncoder": "encoder", "GeoPrior": "prior", "GeoPriorConfig": "prior", "fit_geo_prior": "fit",
     "KernelDensityPrior": "kde", "LearnedPriorFusion": "fusion", "product_rule": "fusion",
     "geo_query": "predict", "apply_geo_prior": "predict", "plot_range": "maps",
+    "OccurrencePrior": "model_prior", "add_geo_prior": "model_prior",
 }
 
 __all__ = sorted(_EXPORTS)
