@@ -150,3 +150,21 @@ def test_an_unfitted_prior_without_records_says_how_to_fit_it(data: dict):
         from fgmm.geo.occurrences import occurrences_from_samples
 
         model.priors["geo"].fit(occurrences_from_samples(data["train"], ["a", "b", "c"]))
+
+
+def test_geo_as_a_modality_of_the_joint_space_trains_a_projection(data: dict, tmp_path: Path):
+    """The other path: the place projected into the joint space (a learned MLP) and fused with the image."""
+    from fgmm.train import TrainConfig
+
+    config = {"modalities": {"image": {"projection": "whiten", "projection_options": {"shrinkage": 1.0},
+                                       "input_dim": DIM},
+                             "geo": {"encoder": "sh8", "projection": "mlp", "projection_options": {"hidden": 64}}},
+              "fusion": "mean", "class_embeddings": {"source": "means"}, "objective": {"contrastive_weight": 0.0}}
+    model = create_model(config, classes=CLASSES)
+    result = model.fit_features(tables(model, data["train"], data["train_images"]), data["labels"],
+                                train=TrainConfig(epochs=10, batch_size=16, lr=3e-3, progress=False,
+                                                  out_dir=tmp_path / "run"))
+    test = tables(model, data["test"], data["test_images"])
+    assert result.steps > 0 and (logits(model, test).argmax(1) == data["test_labels"]).float().mean() >= 0.85
+    z = model.embed("geo", test["geo"].features)
+    assert z.shape == (int(test["geo"].present.sum()), model.dim) and torch.allclose(z.norm(dim=1), torch.ones(len(z)))
