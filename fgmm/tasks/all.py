@@ -1,3 +1,3 @@
 """Import every built-in task module so that they register in :data:`fgmm.tasks.TASKS`."""
 
-from fgmm.tasks import audio, image, image_retrieval, kg, noise, text, text_novel, zsl_ps  # noqa: F401
+from fgmm.tasks import audio, geo, image, image_retrieval, kg, noise, text, text_novel, zsl_ps  # noqa: F401
