@@ -1,4 +1,5 @@
-"""fgmm.kgtext: the KG-class-embedding space, its export to the retrieval CLI, text-only class ranking."""
+"""fgmm.kgtext on the one model: attribute class embeddings, a tuned text tower served to the retrieval CLI,
+text-only class ranking explained by KG attributes."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import typer
 from PIL import Image
 from typer.testing import CliRunner
 
 from fgmm.cli.retrieve import RETRIEVE_EXAMPLES, index_app, retrieve
+from fgmm.data.sample import Sample
+from fgmm.errors import DataError
 from fgmm.kg import KnowledgeGraph
 from fgmm.kg.describe import DescribeConfig, Describer
-from fgmm.kgtext import KGTextSpace, TextClassRanker, export_retrieval_model, fit_kg_text
+from fgmm.kgtext import TextClassRanker, save_served_model, tune_text_tower
+from fgmm.space import FGModel, create_model
 from fgmm.train import TrainConfig
 
 COLOURS = {"red": (200, 30, 30), "blue": (30, 30, 200), "green": (30, 180, 30)}
@@ -48,23 +51,6 @@ def colour_kg() -> KnowledgeGraph:
     return kg
 
 
-def test_space_trains_and_exports_as_a_joint_model():
-    attributes = torch.eye(3)
-    labels = torch.arange(3).repeat(8)
-    images = F.one_hot(labels, 3).float() + 0.1 * torch.randn(24, 3, generator=torch.Generator().manual_seed(0))
-    texts = torch.eye(3) + 0.05
-    config = TrainConfig(epochs=60, batch_size=24, lr=3e-3, progress=False, log_every_steps=10_000)
-    model, _ = fit_kg_text(images, texts, [[int(y)] for y in labels], labels, attributes, config, dim=8, hidden=0)
-    with torch.no_grad():
-        assert model.logits(model.embed("image", images)).argmax(1).tolist() == labels.tolist()
-        assert model.logits(model.embed("text", texts)).argmax(1).tolist() == [0, 1, 2]
-    joint = model.to_joint({"text": "fp"})
-    with torch.no_grad():
-        assert torch.allclose(joint.embed("text", texts), model.embed("text", texts))
-        assert torch.allclose(F.normalize(joint.classifier.weight, dim=1), model.class_embeddings())
-    assert isinstance(model, KGTextSpace) and joint.config.encoders == {"text": "fp"}
-
-
 def test_text_only_ranking_explains_with_kg_attributes(text_encoder):
     describer = Describer(colour_kg(), DescribeConfig(variants=4))
     ranker = TextClassRanker.from_descriptions(describer, text_encoder, attribute_weight=0.5)
@@ -78,41 +64,80 @@ def test_text_only_ranking_explains_with_kg_attributes(text_encoder):
     assert [describer.classes[c] for c in best] == ["red", "green"]
 
 
-def test_retrieve_cli_finds_a_class_nobody_captioned(tmp_path, text_encoder):
-    """An index over photos of three classes without a single caption: the space is trained on KG
-    descriptions only, exported, indexed and queried with `fgmm retrieve --text`."""
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, text_encoder):
+    """Photos of three finches nobody captioned; the one model (image-text-attributes) trained on them with
+    the KG's descriptions of their classes as the only texts, its text tower tuned a few steps towards its
+    class embeddings, saved for serving."""
     from fgmm.encoders import create_encoder
-    from fgmm.retrieval.retriever import image_features
 
-    photos = tmp_path / "photos"
+    root = tmp_path_factory.mktemp("kgtext")
+    photos = root / "photos"
     rng = np.random.default_rng(0)
     for name, colour in COLOURS.items():
         (photos / name).mkdir(parents=True)
         for i in range(3):
             pixels = np.clip(np.array(colour) + rng.normal(0, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(photos / name / f"{name}{i}.jpg")
-    vision = create_encoder("vision", "efficientnet_lite0", image_size=64)
-    paths = sorted(photos.rglob("*.jpg"))
-    describer = Describer(colour_kg(), DescribeConfig(variants=6))
-    labels = torch.tensor([describer.classes.index(p.parent.name) for p in paths])  # the index's order too
-    images = image_features(vision, paths)
-    descriptions = describer.describe_all()
-    texts = [t for d in descriptions for t in d.texts()]
-    owner = [i for i, d in enumerate(descriptions) for _ in d.texts()]
-    rows = {c: [k for k, o in enumerate(owner) if o == c] for c in range(3)}
-    config = TrainConfig(epochs=80, batch_size=9, lr=3e-3, progress=False, log_every_steps=10_000)
-    space, _ = fit_kg_text(images, text_encoder.encode(texts), [rows[int(y)] for y in labels], labels,
-                           torch.as_tensor(describer.matrix, dtype=torch.float32), config, dim=16, hidden=0)
-    export_retrieval_model(space, tmp_path / "model", image_fingerprint=vision.fingerprint())
+    kg = colour_kg()
+    describer = Describer(kg, DescribeConfig(variants=6))
+    texts = {d.name: d.texts() for d in describer.describe_all()}
+    samples = [Sample(id=p.stem, label=describer.classes.index(p.parent.name), image=p, texts=texts[p.parent.name])
+               for p in sorted(photos.rglob("*.jpg"))]
+    model = create_model("image-text-attributes", classes=describer.classes, kg=kg, dim=16,
+                         modalities={"image": {"encoder": "efficientnet_lite0", "encoder_options": {"image_size": 64},
+                                               "projection": "linear"},
+                                     "text": {"projection": "linear"}})
+    model.fit(samples, train=TrainConfig(epochs=80, batch_size=9, lr=3e-3, progress=False, log_every_steps=10_000,
+                                         out_dir=root / "run"))
+    tower = create_encoder("text", frozen=False)
+    sentences = [t for d in describer.describe_all() for t in d.texts()]
+    owners = [describer.classes.index(d.name) for d in describer.describe_all() for _ in d.texts()]
+    with torch.no_grad():
+        weights, scale = model.class_embeddings(), float(model.scorer.scale)
+    result = tune_text_tower(tower, model.projections["text"], weights, scale, sentences, owners,
+                             TrainConfig(epochs=1, batch_size=8, lr=2e-5, max_steps=2, progress=False,
+                                         log_every_steps=10_000, out_dir=root / "tune"), train_layers=1)
+    assert result.steps == 2 and tower.frozen and tower.fingerprint() != text_encoder.fingerprint()
+    out = save_served_model(model, root / "served", tower)
+    return {"root": root, "photos": photos, "out": out, "describer": describer, "model": model}
+
+
+def test_the_served_model_names_its_tuned_text_tower(served):
+    folder = served["out"]
+    loaded = FGModel.from_pretrained(folder / "model")
+    assert loaded.config.class_embeddings.source == "attributes"
+    assert loaded.config.modalities["text"].encoder == str((folder / "text-encoder").resolve())
+    queries = ["a finch with a red crown", "a finch with a blue crown"]
+    # the same text side after loading: the tuned tower is rebuilt from its folder and matches its fingerprint
+    assert torch.allclose(loaded.embed_inputs("text", queries), served["model"].embed_inputs("text", queries),
+                          atol=1e-5)
+    with pytest.raises(DataError, match="not empty"):
+        save_served_model(served["model"], folder)
+
+
+def test_text_only_ranking_on_the_model(served):
+    ranker = TextClassRanker.from_model(served["describer"], served["model"])
+    matches = ranker.rank("a finch with a green crown", k=3)
+    assert [m.name for m in matches][0] == "green" and len(matches) == 3
+    assert matches[0].attributes == [("has_crown_color::green", "green crown", 0.9)]
+    assert matches[0].score == pytest.approx(matches[0].similarity + 0.5 * 0.9)
+    assert [served["describer"].classes[c] for c in ranker.scores(["red crown", "blue crown"]).argmax(1)] == \
+        ["red", "blue"]
+
+
+def test_retrieve_cli_finds_a_class_nobody_captioned(served):
+    """`fgmm index build --model` on the served folder (the model's own encoders: the tuned text tower),
+    then `fgmm retrieve --text`: the photos of the described class come first."""
+    root = served["root"]
     app = typer.Typer()
     app.add_typer(index_app, name="index")
     app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
     runner = CliRunner()
-    built = runner.invoke(app, ["index", "build", "--images", str(photos), "--model", str(tmp_path / "model/joint.pt"),
-                                "--vision", "efficientnet_lite0", "--image-size", "64",
-                                "--out", str(tmp_path / "index")])
+    built = runner.invoke(app, ["index", "build", "--images", str(served["photos"]), "--model", str(served["out"]),
+                                "--out", str(root / "index")])
     assert built.exit_code == 0, built.output
-    result = runner.invoke(app, ["retrieve", "--index", str(tmp_path / "index"), "--text",
+    result = runner.invoke(app, ["retrieve", "--index", str(root / "index"), "--text",
                                  "a finch with a green crown", "-k", "3", "--json"])
     assert result.exit_code == 0, result.output
     assert [row["class"] for row in json.loads(result.output)["results"]] == ["green"] * 3

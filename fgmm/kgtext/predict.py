@@ -3,9 +3,10 @@ r"""Text-only zero-shot: rank the classes of a knowledge graph for a free-text d
 .. math::
     \mathrm{score}_c(q) = \cos\big(f(q), \mathbf{t}_c\big) + \beta\, \frac{1}{|M(q)|} \sum_{a \in M(q)} s_{ca}
 
-:math:`f` embeds the query (the frozen sentence encoder, or a trained text tower + projection),
-:math:`\mathbf{t}_c` is class *c*'s vector (default: the renormalised mean embedding of its generated
-descriptions, :mod:`fgmm.kg.describe`; with a trained space its class embedding), :math:`M(q)` the
+:math:`f` embeds the query (the frozen sentence encoder, or a trained :class:`fgmm.FGModel`'s text side),
+:math:`\mathbf{t}_c` is class *c*'s vector (the renormalised mean embedding of its generated
+descriptions, :mod:`fgmm.kg.describe`; or the model's class embedding,
+:meth:`TextClassRanker.from_model`), :math:`M(q)` the
 attributes the query names (:func:`fgmm.kg.phrases.match_attributes`: "red crown" → crown colour
 red) and :math:`s_{ca}` their KG strengths; :math:`\beta` (``attribute_weight``) weighs that
 symbolic evidence. Each result carries the matched attributes with the class's strengths: the
@@ -79,6 +80,19 @@ class TextClassRanker:
         vectors = F.normalize(encoder.encode_cached(texts, cache).cpu().float(), dim=-1)
         sums = torch.zeros(len(descriptions), vectors.shape[1]).index_add_(0, owner, vectors)
         return cls(describer, lambda q: encoder.encode_cached(list(q), cache).cpu(), sums, attribute_weight)
+
+    @classmethod
+    def from_model(cls, describer: Describer, model, attribute_weight: float = 0.5, cache=None) -> TextClassRanker:
+        """A ranker on a trained :class:`fgmm.FGModel` with a text modality: :math:`f` its text side
+        (encoder + projection), :math:`\\mathbf{t}_c` its class embeddings (``model.class_names`` must
+        be the describer's classes, in order)."""
+        if "text" not in model.modalities:
+            raise ConfigError(f"the model has no text modality (it has {model.modalities})")
+        if len(model.class_names) != len(describer.classes):
+            raise ConfigError(f"the model names {len(model.class_names)} classes, the graph {len(describer.classes)}")
+        with torch.no_grad():
+            vectors = model.class_embeddings().detach().cpu()
+        return cls(describer, lambda q: model.embed_inputs("text", list(q), cache).cpu(), vectors, attribute_weight)
 
     def evidence(self, queries: Sequence[str]) -> tuple[torch.Tensor, list[list[tuple[int, str]]]]:
         """``[Q, C]`` mean KG strength of each query's matched attributes, and per query its matches

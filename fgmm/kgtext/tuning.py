@@ -1,11 +1,12 @@
-r"""Fine-tuning the text tower towards the class embeddings of a trained :class:`~fgmm.kgtext.KGTextSpace`.
+r"""Fine-tuning the text tower towards the class embeddings of a trained :class:`fgmm.FGModel`.
 
 .. math::
     \mathcal{L}(\theta, \phi) = \mathrm{CE}\big(s\, P^{\phi}_{txt}(e_\theta(t))^\top W,\; y\big)
 
 with :math:`e_\theta` the sentence encoder (all-MiniLM-L6-v2 by default; its top ``train_layers``
-transformer layers trained, the rest frozen), :math:`P^{\phi}_{txt}` the space's text projection,
-and :math:`W` (``[C, d]``) and :math:`s` the space's class embeddings and scale, held fixed: the
+transformer layers trained, the rest frozen), :math:`P^{\phi}_{txt}` the model's text projection
+(``model.projections["text"]``), and :math:`W` (``[C, d]``, ``model.class_embeddings()``) and :math:`s`
+(``model.scorer.scale``) the model's class embeddings and cosine scale, held fixed: the
 image side and the class geometry stay as trained, only the way sentences reach them changes.
 Training items are single sentences with their class: captions of the captioned classes and the
 knowledge-graph descriptions of every class, so caption and description style meet in the tower
@@ -81,7 +82,7 @@ class TextTowerObjective(nn.Module):
 
     Args:
         encoder: an unfrozen :class:`~fgmm.encoders.text.TextEncoder`.
-        projection: the space's text projection (trained unless ``train_projection`` is false).
+        projection: the model's text projection (trained unless ``train_projection`` is false).
         class_embeddings: ``[C, d]`` fixed :math:`W`.
         scale: fixed :math:`s`.
     """
@@ -111,9 +112,9 @@ def tune_text_tower(encoder: TextEncoder, projection: nn.Module, class_embedding
     """Fine-tune ``encoder`` (in place, frozen again afterwards) and ``projection`` on (sentence, class) pairs.
 
     Args:
-        encoder: the text encoder the space's text features came from.
-        projection: the space's text projection (``KGTextSpace.projections["text"]``), updated in place.
-        class_embeddings, scale: the space's :math:`W` and :math:`s`, held fixed.
+        encoder: the text encoder the model's text features came from.
+        projection: the model's text projection (``model.projections["text"]``), updated in place.
+        class_embeddings, scale: the model's :math:`W` and :math:`s`, held fixed.
         texts, labels: the training sentences and their classes.
         train_config: the Trainer's recipe (``max_steps`` bounds the run; ``lr`` ~ 2e-5 for the encoder).
         train_layers: how many top transformer layers train (``None``: all).

@@ -8,14 +8,20 @@ Protocol (benchmark keys ``t2i_mAP_novel``, ``t2i_R@5_novel``):
   the contract's 50 caption classes (:func:`novel_classes`). Their captions are withheld from
   training; their images are not (every class is recognised from images).
 * **Training**: the training images of all classes, paired with their captions (classes not novel)
-  and with the knowledge-graph descriptions of their class (every class, :mod:`fgmm.kg.describe`),
-  train a :class:`fgmm.kgtext.KGTextSpace` (class embeddings computed from the KG's attribute
-  strengths); then the text tower is fine-tuned towards those class embeddings
-  (:func:`fgmm.kgtext.tune_text_tower`). The recipe (:class:`NovelTextRecipe`) was chosen on a
-  validation protocol built from the training images only (30 of the non-novel classes as
-  stand-in novel classes, a 20% inner holdout of the training images as gallery).
-* **Evaluation**: every caption of a test image of a novel class is a query; the gallery is all test
-  images of all classes. ``t2i_mAP_novel``: class-level mAP (relevant = same class);
+  and with the knowledge-graph descriptions of their class (every class, :mod:`fgmm.kg.describe`) and
+  pseudo-captions of the novel classes (:mod:`fgmm.kg.augment`), train the one model,
+  :class:`fgmm.FGModel` of preset ``"image-text-attributes"`` (class embeddings a learned map of the
+  KG's attribute strengths, :class:`fgmm.space.class_sources.AttributeClassEmbeddings`); then the
+  text tower may be fine-tuned towards its class embeddings (:func:`fgmm.kgtext.tune_text_tower`).
+  With ``ctx.out_dir`` the model is saved for serving (:func:`fgmm.kgtext.save_served_model`:
+  ``out_dir/text_novel/served``, for ``fgmm index build --model``). The recipe
+  (:class:`NovelTextRecipe`) was chosen on a validation protocol built from the training images
+  only (30 of the non-novel classes as stand-in novel classes, a 20% inner holdout of the training
+  images as gallery).
+* **Evaluation**: the captions of each test image of a novel class, pooled (the renormalised mean of
+  their features, as the ``retrieval`` task pools them), are one query (``*_caption`` keys: each
+  caption its own query); the gallery is all test images of all classes. ``t2i_mAP_novel``:
+  class-level mAP (relevant = same class);
   ``t2i_R@5_novel``: the share of queries with an image of the right class among the top 5 (also
   ``R@1``, ``R@10``). The same model's figures with the captions of the other classes' test images as
   queries are ``t2i_*_captioned``, so a loss there is visible; ``t2c_top1_novel`` is text-only
@@ -38,13 +44,14 @@ from fgmm.data.cub import CUB_CAPTION_CLASS_IDS
 from fgmm.encoders import create_encoder
 from fgmm.encoders.text import TextEncoder
 from fgmm.errors import DataError
-from fgmm.joint.training import pooled_texts, text_table
 from fgmm.kg.augment import pseudo_captions
 from fgmm.kg.datasets import dataset_kg
 from fgmm.kg.describe import ClassDescription, DescribeConfig, Describer
 from fgmm.kg.graph import KnowledgeGraph
-from fgmm.kgtext import KGTextSpace, fit_kg_text, tune_text_tower
+from fgmm.kgtext import save_served_model, tune_text_tower
 from fgmm.retrieval.metrics import retrieval_metrics
+from fgmm.space import FGModel, ModalityTable, create_model
+from fgmm.space.features import featurize_texts
 from fgmm.tasks import TASKS, TaskContext
 from fgmm.train import TrainConfig
 
@@ -95,11 +102,16 @@ def novel_classes(ctx: TaskContext) -> list[int]:
     return chosen
 
 
-def text_features(ctx: TaskContext, texts: list[str]) -> torch.Tensor:
-    """Frozen sentence features of ``texts`` through ``ctx.cache`` (the encoder is ``ctx.shared["text_encoder"]``)."""
+def text_encoder(ctx: TaskContext):
+    """The frozen text encoder of the context: ``ctx.shared["text_encoder"]`` (made once: MiniLM)."""
     if "text_encoder" not in ctx.shared:
         ctx.shared["text_encoder"] = create_encoder("text", device=ctx.device)
-    return ctx.shared["text_encoder"].encode_cached(texts, ctx.cache).cpu()
+    return ctx.shared["text_encoder"]
+
+
+def text_features(ctx: TaskContext, texts: list[str]) -> torch.Tensor:
+    """Frozen sentence features of ``texts`` through ``ctx.cache``."""
+    return text_encoder(ctx).encode_cached(texts, ctx.cache).float().cpu()
 
 
 def task_kg(ctx: TaskContext) -> KnowledgeGraph:
@@ -150,7 +162,8 @@ class NovelTextRecipe:
             pooled captions of a test image; :class:`fgmm.joint.training.CaptionedFeatures`).
         epochs, lr: of the joint space on cached features; small datasets train for more epochs, at
             least ``min_steps`` optimizer steps.
-        contrastive_weight, residual, dim: :class:`~fgmm.kgtext.KGTextSpace` settings.
+        preset: the :class:`fgmm.FGModel` preset; ``contrastive_weight``, ``residual`` (of the
+            ``"attributes"`` source) and ``dim`` override it.
         tune_steps: text-tower fine-tuning steps (0: the tower stays frozen).
         tune_lr, tune_batch, tune_layers: fine-tuning learning rate, sentences per step, top layers trained.
         class_text_repeats: how often each class text (description, pseudo-caption) appears among the
@@ -165,6 +178,7 @@ class NovelTextRecipe:
     epochs: int = 25
     min_steps: int = 400
     lr: float = 1e-3
+    preset: str = "image-text-attributes"
     contrastive_weight: float = 1.0
     residual: bool = True
     dim: int = 256
@@ -177,17 +191,29 @@ class NovelTextRecipe:
 
 @dataclass
 class NovelTextData:
-    """What every run on one context shares: the class choice, the captions and their frozen features,
-    the describer and its descriptions, the training and test samples (with an image and a label)."""
+    """What every run on one context shares: the class choice, the knowledge graph and its class order,
+    the captions (``captions[r]`` for each row ``r`` of ``caption_table``, the frozen features of every
+    sample's captions), the describer and its descriptions, the training and test samples (with an
+    image and a label)."""
 
     novel: list[int]
+    kg: KnowledgeGraph
+    class_order: list[str]
     describer: Describer
     descriptions: list[ClassDescription]
     captions: list[str]
-    caption_features: torch.Tensor
-    caption_rows: list[list[int]]
+    caption_table: ModalityTable
     train: np.ndarray
     test: np.ndarray
+
+    @property
+    def caption_rows(self) -> list[list[int]]:
+        """Per dataset sample, the rows of its captions in :attr:`captions`."""
+        return self.caption_table.rows
+
+    @property
+    def caption_features(self) -> torch.Tensor:
+        return self.caption_table.features
 
 
 @dataclass
@@ -207,14 +233,16 @@ def prepare(ctx: TaskContext, recipe: NovelTextRecipe) -> NovelTextData:
     """Novel classes, descriptions, and the frozen features of every caption."""
     novel = novel_classes(ctx)
     kg = task_kg(ctx)
-    describer = Describer(kg, recipe.describe, class_order=class_order(ctx, kg))
-    captions, caption_rows = text_table(ctx.dataset.samples)
+    order = class_order(ctx, kg)
+    describer = Describer(kg, recipe.describe, class_order=order)
+    if "text_table" not in ctx.shared:  # the same table as the text tasks' (fgmm.tasks.text.text_table)
+        ctx.shared["text_table"] = featurize_texts(text_encoder(ctx), ctx.dataset.samples, ctx.cache)
+    captions = [t for s in ctx.dataset.samples for t in s.texts]
     labelled = ctx.dataset.labels >= 0
     with_image = np.array([s.image is not None for s in ctx.dataset.samples])
     train, test = ctx.indices("train"), ctx.indices("test")
-    return NovelTextData(novel, describer, describer.describe_all(), captions, text_features(ctx, captions),
-                         caption_rows, train[labelled[train] & with_image[train]],
-                         test[labelled[test] & with_image[test]])
+    return NovelTextData(novel, kg, order, describer, describer.describe_all(), captions, ctx.shared["text_table"],
+                         train[labelled[train] & with_image[train]], test[labelled[test] & with_image[test]])
 
 
 def class_texts(ctx: TaskContext, data: NovelTextData, recipe: NovelTextRecipe, held_out: set[int],
@@ -235,33 +263,48 @@ def class_texts(ctx: TaskContext, data: NovelTextData, recipe: NovelTextRecipe, 
     return ClassTexts(texts, np.asarray(owner), text_features(ctx, texts))
 
 
+def build_model(ctx: TaskContext, data: NovelTextData, recipe: NovelTextRecipe) -> FGModel:
+    """An untrained :class:`fgmm.FGModel` of ``recipe.preset`` over every class of the dataset, its class
+    embeddings from ``data.kg`` (in label order), sized for the context's image and text features."""
+    image, text = ctx.encoders.get("image"), getattr(text_encoder(ctx), "name", None)
+    modalities = {"image": {"input_dim": int(ctx.features["image"].shape[1])} | ({"encoder": image} if image else {}),
+                  "text": {"input_dim": data.caption_table.dim, "max_items": recipe.max_texts}
+                  | ({"encoder": text} if text else {})}
+    return create_model(recipe.preset, classes=ctx.dataset.class_names, kg=data.kg, class_order=data.class_order,
+                        seed=ctx.seed, dim=recipe.dim, modalities=modalities,
+                        class_embeddings={"options": {"residual": recipe.residual}},
+                        objective={"contrastive_weight": recipe.contrastive_weight})
+
+
 def train_space(ctx: TaskContext, data: NovelTextData, extra: ClassTexts | None, recipe: NovelTextRecipe,
-                held_out: set[int], out_dir: Path) -> KGTextSpace:
-    """The joint space on cached features: each training image paired with its captions (classes not in
+                held_out: set[int], out_dir: Path) -> FGModel:
+    """The model trained on cached features: each training image paired with its captions (classes not in
     ``held_out``) and its class's texts (``extra``: descriptions, pseudo-captions; ``None``: none)."""
     labels = ctx.labels(data.train)
-    offset = len(data.captions)
+    offset = len(data.caption_features)
     rows = [(data.caption_rows[i] * recipe.caption_repeats if int(y) not in held_out else [])
             + (extra.rows(int(y), offset) if extra is not None else [])
             for i, y in zip(data.train, labels, strict=True)]
     features = data.caption_features if extra is None else torch.cat([data.caption_features, extra.features])
-    batch = min(128, len(data.train))
+    n = len(data.train)
+    batch = min(128, max(16, n // 4))  # small sets: several steps per epoch (one checkpoint per epoch)
     epochs = max(10, recipe.epochs // 2) if ctx.quick else recipe.epochs
-    epochs = max(epochs, math.ceil(recipe.min_steps / max(1, len(data.train) // batch)))
-    config = TrainConfig(epochs=epochs, batch_size=batch, lr=recipe.lr, weight_decay=0.05, scheduler="cosine",
-                         warmup_steps=20, seed=ctx.seed, out_dir=out_dir, progress=False, log_every_steps=10_000,
-                         drop_last=len(data.train) > 128, device=ctx.device)
-    model, _ = fit_kg_text(ctx.features["image"][data.train], features, rows, labels,
-                           torch.as_tensor(data.describer.matrix, dtype=torch.float32), config,
-                           max_texts=recipe.max_texts, seed=ctx.seed, residual=recipe.residual,
-                           contrastive_weight=recipe.contrastive_weight, dim=recipe.dim)
-    return model
+    epochs = max(epochs, math.ceil(recipe.min_steps / max(1, n // batch)))
+    config = TrainConfig(epochs=epochs, batch_size=min(batch, n), lr=recipe.lr, weight_decay=0.05,
+                         scheduler="cosine", warmup_steps=20, seed=ctx.seed, out_dir=out_dir, progress=False,
+                         log_every_steps=10_000, drop_last=n > batch, device=ctx.device)
+    model = build_model(ctx, data, recipe)
+    tables = {"image": ModalityTable.one_per_sample(ctx.features["image"][data.train]),
+              "text": ModalityTable(features, rows)}
+    model.fit_features(tables, labels, train=config)
+    return model.cpu().eval()
 
 
-def tune_tower(ctx: TaskContext, data: NovelTextData, extra: ClassTexts, model: KGTextSpace,
+def tune_tower(ctx: TaskContext, data: NovelTextData, extra: ClassTexts, model: FGModel,
                recipe: NovelTextRecipe, held_out: set[int], out_dir: Path) -> TextEncoder:
-    """Fine-tune the text tower (:func:`fgmm.kgtext.tune_text_tower`) on the training captions of the
-    classes not in ``held_out`` and the class texts; returns the tuned (frozen) encoder."""
+    """Fine-tune the text tower (:func:`fgmm.kgtext.tune_text_tower`) and the model's text projection on
+    the training captions of the classes not in ``held_out`` and the class texts, towards the model's
+    class embeddings; returns the tuned (frozen) encoder."""
     texts, labels = [], []
     for i in data.train:
         y = int(ctx.dataset.labels[i])
@@ -276,15 +319,16 @@ def tune_tower(ctx: TaskContext, data: NovelTextData, extra: ClassTexts, model: 
                          out_dir=out_dir, progress=False, log_every_steps=10_000, max_steps=recipe.tune_steps,
                          device=ctx.device)
     with torch.no_grad():
-        weights, scale = model.class_embeddings(), float(model.head.log_scale.exp())
+        weights, scale = model.class_embeddings(), float(model.scorer.scale)
     tune_text_tower(encoder, model.projections["text"], weights, scale, texts, labels, config,
                     train_layers=recipe.tune_layers)
+    model.eval()
     return encoder.to(ctx.device)
 
 
 def fit_text_space(ctx: TaskContext, data: NovelTextData, recipe: NovelTextRecipe, held_out: set[int],
-                   out_dir: Path, knowledge: bool = True) -> tuple[KGTextSpace, TextEncoder | None]:
-    """The whole recipe: class texts, the space, then (``recipe.tune_steps`` > 0) the tuned text tower.
+                   out_dir: Path, knowledge: bool = True) -> tuple[FGModel, TextEncoder | None]:
+    """The whole recipe: class texts, the model, then (``recipe.tune_steps`` > 0) the tuned text tower.
     ``knowledge=False`` is the captions-only ablation (no class texts, no tuning)."""
     if not knowledge:
         return train_space(ctx, data, None, recipe, held_out, out_dir / "space"), None
@@ -295,19 +339,21 @@ def fit_text_space(ctx: TaskContext, data: NovelTextData, recipe: NovelTextRecip
     return model, tune_tower(ctx, data, extra, model, recipe, held_out, out_dir / "tune")
 
 
-def caption_embeddings(data: NovelTextData, model: KGTextSpace, encoder: TextEncoder | None,
+def caption_embeddings(data: NovelTextData, model: FGModel, encoder: TextEncoder | None,
                        samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Joint embeddings of the captions of ``samples``: ``(each caption [Q, d], owner [Q], pooled per sample
     [len(samples), d])``; pooled = the renormalised mean of a sample's caption features, projected
     (as the ``retrieval`` task pools captions). The features are the cached frozen ones, or the tuned
     encoder's."""
-    rows = [r for i in samples for r in data.caption_rows[i]]
-    owner = torch.tensor([k for k, i in enumerate(samples) for _ in data.caption_rows[i]], dtype=torch.long)
+    table = data.caption_table.subset(samples.tolist())
+    features, owner = table.expand()
+    if encoder is not None:
+        rows = [r for i in samples for r in data.caption_rows[i]]
+        with torch.no_grad():
+            features = encoder.encode([data.captions[r] for r in rows]).float().cpu()
+        table = ModalityTable(features, [(owner == k).nonzero().flatten().tolist() for k in range(len(samples))])
     with torch.no_grad():
-        features = (data.caption_features[rows] if encoder is None
-                    else encoder.encode([data.captions[r] for r in rows]).cpu())
-        pooled = pooled_texts(features, [(owner == k).nonzero().flatten().tolist() for k in range(len(samples))])
-        return model.embed("text", features), owner, model.embed("text", pooled)
+        return model.embed("text", features), owner, model.embed("text", table.pooled())
 
 
 def evaluate_text_to_image(text: torch.Tensor, text_labels: torch.Tensor, images: torch.Tensor,
@@ -319,7 +365,7 @@ def evaluate_text_to_image(text: torch.Tensor, text_labels: torch.Tensor, images
     return retrieval_metrics(scores, relevant, text_labels, image_labels)
 
 
-def novel_figures(ctx: TaskContext, data: NovelTextData, model: KGTextSpace, encoder: TextEncoder | None,
+def novel_figures(ctx: TaskContext, data: NovelTextData, model: FGModel, encoder: TextEncoder | None,
                   suffix: str = "") -> dict[str, float]:
     """``t2i_*_novel``, ``t2i_*_captioned`` (pooled captions per image), the same with each caption a
     query (``..._caption``) and ``t2c_top1_novel`` of one model (module docstring)."""
@@ -344,7 +390,7 @@ def novel_figures(ctx: TaskContext, data: NovelTextData, model: KGTextSpace, enc
             out.update({f"t2i_{k}_{part}{tag}{suffix}": v for k, v in figures.items()})
         if part == "novel":
             with torch.no_grad():
-                nearest = model.logits(pooled[keep]).argmax(1)
+                nearest = (pooled[keep] @ model.class_embeddings().T).argmax(1)
             out[f"t2c_top1_novel{suffix}"] = float((nearest == query_labels[keep]).float().mean())
     return out
 
@@ -371,11 +417,13 @@ def text_novel_task(ctx: TaskContext) -> dict[str, Any]:
             metrics.update({k: v for k, v in novel_figures(ctx, data, model, None, "_frozen").items()
                             if "_novel" in k})
         metrics.update(novel_figures(ctx, data, model, encoder))
+        if ctx.out_dir is not None:
+            metrics["text_novel_model"] = str(save_served_model(model, out / "served", encoder))
     ctx.shared["text_novel"] = {"model": model, "encoder": encoder, "data": data}
     return metrics
 
 
-def caption_retrieval_keys(ctx: TaskContext, data: NovelTextData, model: KGTextSpace, encoder: TextEncoder | None,
+def caption_retrieval_keys(ctx: TaskContext, data: NovelTextData, model: FGModel, encoder: TextEncoder | None,
                            classes: list[int], suffix: str) -> dict[str, float]:
     """The ``retrieval`` task's keys (:mod:`fgmm.tasks.text`) for the test images of ``classes``:
     pooled captions per image (``i2t_*``, ``t2i_*``) and each caption its own item (``*_caption``),
