@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     # noisy labels
     "create_filter": "fgmm.filters",
     "clean_labels": "fgmm.filters",
+    "fit_filtered": "fgmm.filters",
     "FilterSignals": "fgmm.filters",
     # errors
     "FgmmError": "fgmm.errors",
