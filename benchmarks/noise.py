@@ -8,8 +8,10 @@ holdout); noise is injected into the training labels only (:func:`fgmm.tasks.noi
 20% and 40% symmetric, and 20% open-set (40 of 200 classes leave the label set; their training
 images stay with random in-set labels, their test images leave the test set). Every filter run of
 :data:`fgmm.tasks.noise.FILTER_RUNS` is scored for detection (precision / recall / F1 against the
-injected truth) and by the test top-1 of a whitened nearest-class-mean classifier on image
-features trained on its cleaned labels (:func:`fgmm.tasks.noise.run_protocol`).
+injected truth) and by the test top-1 of the one model, :class:`fgmm.FGModel` with preset ``image``
+(nearest class mean in the within-class whitened space of the image features: the ``image`` task's
+model), fitted on its cleaned labels (:func:`fgmm.tasks.noise.run_protocol`). Out-of-fold scores come
+from FGModel fits too (:class:`fgmm.filters.ModelScores`).
 
 Contract keys (20% symmetric, mean over seeds): ``noise_f1`` (fgmm's default filter, cross-modal
 agreement, fixed in advance), ``cleanlab_f1`` (cleanlab's ``find_label_issues`` on the image
