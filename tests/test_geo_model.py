@@ -168,3 +168,22 @@ def test_geo_as_a_modality_of_the_joint_space_trains_a_projection(data: dict, tm
     assert result.steps > 0 and (logits(model, test).argmax(1) == data["test_labels"]).float().mean() >= 0.85
     z = model.embed("geo", test["geo"].features)
     assert z.shape == (int(test["geo"].present.sum()), model.dim) and torch.allclose(z.norm(dim=1), torch.ones(len(z)))
+
+
+def test_geo_task_runs_on_the_contexts_image_model(data: dict):
+    """The geo task's image model is the image task's FGModel (the same logits as image_top1's)."""
+    from fgmm.data.sample import MultiModalDataset
+    from fgmm.tasks import TASKS, TaskContext
+    from fgmm.tasks.image import image_model
+
+    samples = data["train"] + data["test"]
+    dataset = MultiModalDataset(samples=samples, class_names=CLASSES,
+                                split=["train"] * len(data["train"]) + ["test"] * len(data["test"]))
+    ctx = TaskContext(dataset, {"image": torch.cat([data["train_images"], data["test_images"]])}, quick=True)
+    metrics = TASKS.get("geo")(ctx)
+    test = torch.arange(len(data["train"]), len(samples))
+    image_top1 = float((image_model(ctx).logits({"image": ctx.features["image"][test]}).argmax(1)
+                        == data["test_labels"]).float().mean())
+    assert metrics["geo_image_top1"] == image_top1
+    assert metrics["geo_fused_top1"] > image_top1 and metrics["geo_prior_top1"] >= 0.9
+    assert metrics["geo_n_noplace"] == 8 and "geo_fused_top1_kde" in metrics and "geo_fusion" in metrics

@@ -70,6 +70,8 @@ SINR_RECIPE = GeoPriorConfig(loss="an_full", pos_weight=2048.0)
 """SINR's assume-negative loss with background points on the default network, reported as the ``_an`` keys."""
 KDE_BANDWIDTHS_KM: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0)
 KDE_UNIFORM_WEIGHTS: tuple[float, ...] = (1e-3, 0.1, 0.5)
+QUICK_KDE: tuple[tuple[float, float], ...] = ((100.0, 0.1), (300.0, 0.1))
+"""The baseline's ``(bandwidth_km, uniform_weight)`` candidates in ``quick`` mode."""
 INNER_FRACTION = 0.2
 
 
@@ -310,7 +312,8 @@ def evaluate_geo(dataset: MultiModalDataset, features: torch.Tensor, occurrences
         image_model: the :class:`fgmm.FGModel` fitted on ``features[train]`` (the image task's); ``None``:
             preset ``"image"`` fitted here.
         seed: seed of the inner split and the prior.
-        quick: only the first recipe of ``grid`` with a quarter of its epochs, no SINR recipe (the demo's budget).
+        quick: only the first recipe of ``grid`` with a quarter of its epochs, no SINR recipe, the kernel
+            candidates of :data:`QUICK_KDE` (the demo's budget).
         grid: prior recipes to choose from on the inner validation split.
         sinr: the assume-negative recipe reported as the ``_an`` keys (``None``: skip).
         kde: also run the kernel-density baseline (``_kde`` keys), choosing ``(bandwidth_km, uniform_weight)``
@@ -323,6 +326,7 @@ def evaluate_geo(dataset: MultiModalDataset, features: torch.Tensor, occurrences
 
     if quick:
         grid, sinr = (replace(grid[0], epochs=max(5, grid[0].epochs // 4)),), None
+        kde = QUICK_KDE if kde is True else kde
     labels = dataset.labels
     inner = np.array(holdout_split(labels[train], INNER_FRACTION, seed + 1))
     inner_train, val = train[inner == "train"], train[inner == "test"]
