@@ -1,13 +1,17 @@
 """Text→image retrieval for classes whose captions were withheld (issue 16), on CUB-200-2011.
 
     python benchmarks/text_novel.py --root /work/shared/data/cub200 --out benchmarks/results/cub_text_novel.json \\
-        --cache /work/cache/features [--tune-steps 2000] [--tasks text_novel,text_described] [--seed 0]
+        --cache /work/cache/features [--tune-steps 2000] [--tasks text_novel,text_described] [--seed 0] \\
+        [--serve runs/text-novel]
 
 Runs the tasks of :mod:`fgmm.tasks.text_novel` on frozen EfficientNet-Lite2 image features (the same
 split as ``benchmarks/cub.py``: the official one when the root has test images, else the seeded 20%
 per-class holdout) and writes one JSON object: the split, the 40 novel classes (CUB ids and names),
-every metric, the recipe and the wall time per stage. ``--table`` prints the Markdown table of
-``benchmarks/README.md`` from such a JSON file instead of running.
+every metric, the recipe and the wall time per stage. The model is the one :class:`fgmm.FGModel`
+(preset ``image-text-attributes``); ``--serve DIR`` also keeps the trained model with its text tower
+in ``DIR/text_novel/served`` (``fgmm index build --model DIR/text_novel/served``) and the training
+runs. ``--table`` prints the Markdown table of ``benchmarks/README.md`` from such a JSON file instead
+of running.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tune-steps", type=int, default=None, help="text-tower fine-tuning steps (recipe default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    parser.add_argument("--serve", type=Path, default=None,
+                        help="a new folder: keep the trained model (DIR/text_novel/served) and training runs")
     parser.add_argument("--table", type=Path, default=None, help="print the README table of a results JSON and exit")
     return parser.parse_args(argv)
 
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_seconds = time.perf_counter() - start
     cache = FeatureCache(args.cache or default_cache_dir())
     ctx, stats = build_context(dataset, cache=cache, vision="efficientnet_lite2", seed=args.seed, device=args.device,
-                               out_dir=None, progress=False)
+                               out_dir=args.serve, progress=False)
     recipe = NovelTextRecipe()
     if args.tune_steps is not None:
         recipe = replace(recipe, tune_steps=args.tune_steps)

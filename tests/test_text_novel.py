@@ -87,14 +87,14 @@ def procedural(tmp_path_factory):
                                                 noise_rate=0.0, seed=0, with_audio=False))
 
 
-def test_descriptions_reach_classes_whose_captions_were_withheld(procedural, one_thread):
+def test_descriptions_reach_classes_whose_captions_were_withheld(procedural, one_thread, tmp_path):
     """Known answer: images are their class (one-hot + noise) and texts are read as the attributes
     they name, so a novel class's captions land on it exactly when the model learned where the
     attributes of a description point -- which only the KG descriptions teach."""
     labels = torch.as_tensor(procedural.labels)
     noise = torch.randn(len(labels), 12, generator=torch.Generator().manual_seed(0))
     image = F.one_hot(labels, 12).float() + 0.1 * noise
-    ctx = TaskContext(dataset=procedural, features={"image": image}, quick=True,
+    ctx = TaskContext(dataset=procedural, features={"image": image}, quick=True, out_dir=tmp_path,
                       shared={"text_encoder": AttributeReader(list(procedural.attribute_names)),
                               "text_novel_recipe": NovelTextRecipe(min_steps=150)})
     metrics = run_tasks(ctx, ["text_novel"])
@@ -109,3 +109,6 @@ def test_descriptions_reach_classes_whose_captions_were_withheld(procedural, one
     # the one model: image + text over every class, class embeddings from the KG's attributes
     assert isinstance(model, FGModel) and model.modalities == ["image", "text"]
     assert isinstance(model.class_source, AttributeClassEmbeddings) and model.trained_classes().all()
+    served = FGModel.from_pretrained(run["served"] / "model")  # what `fgmm index build --model` would load
+    assert run["served"] == tmp_path / "text_novel" / "served"
+    assert torch.equal(served.class_embeddings(), model.class_embeddings())

@@ -159,7 +159,7 @@ class NovelTextRecipe:
             class's texts, so that they make up most of its draws (about 85% at 6 with CUB's 10 captions
             and 11 descriptions) -- as pseudo-captions do for classes without captions.
         max_texts: a draw pools a random 1..``max_texts`` of an image's texts (a document, like the
-            pooled captions of a test image; :class:`fgmm.joint.training.CaptionedFeatures`).
+            pooled captions of a test image; :class:`fgmm.space.features.SampleFeatures`).
         epochs, lr: of the joint space on cached features; small datasets train for more epochs, at
             least ``min_steps`` optimizer steps.
         preset: the :class:`fgmm.FGModel` preset; ``contrastive_weight``, ``residual`` (of the
@@ -417,9 +417,8 @@ def text_novel_task(ctx: TaskContext) -> dict[str, Any]:
             metrics.update({k: v for k, v in novel_figures(ctx, data, model, None, "_frozen").items()
                             if "_novel" in k})
         metrics.update(novel_figures(ctx, data, model, encoder))
-        if ctx.out_dir is not None:
-            metrics["text_novel_model"] = str(save_served_model(model, out / "served", encoder))
-    ctx.shared["text_novel"] = {"model": model, "encoder": encoder, "data": data}
+        served = save_served_model(model, out / "served", encoder) if ctx.out_dir is not None else None
+    ctx.shared["text_novel"] = {"model": model, "encoder": encoder, "data": data, "served": served}
     return metrics
 
 
