@@ -175,7 +175,7 @@ class OccurrencePrior(nn.Module):
         device = self.fitted.device
         has_place = (~geo[:, :2].isnan().any(1)).to(device)[:, None].float()
         has_date = (~geo[:, 2].isnan()).to(device)[:, None].float()
-        log_prior = self.network(geo.to(device))
+        log_prior = self.network(geo.cpu())  # the network encodes places on the CPU and moves them itself
         if float(self.floor) > 0:
             log_prior = torch.logaddexp(torch.log1p(-self.floor) + log_prior, self.floor.log())
         out = (self.prior_weight + self.date_weight * has_date) * log_prior
