@@ -40,10 +40,7 @@ _EXPORTS: dict[str, str] = {
     # knowledge graphs
     "KnowledgeGraph": "fgmm.kg",
     "import_cub": "fgmm.kg",
-    # joint embedding and retrieval
-    "JointEmbeddingModel": "fgmm.joint",
-    "JointConfig": "fgmm.joint",
-    "fit_joint": "fgmm.joint",
+    # retrieval in the joint embedding
     "EmbeddingIndex": "fgmm.retrieval",
     "Retriever": "fgmm.retrieval",
     "ImageDescriptor": "fgmm.retrieval.descriptor",

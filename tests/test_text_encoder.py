@@ -12,7 +12,6 @@ from fgmm.cache import FeatureCache
 from fgmm.encoders import ENCODERS, create_encoder
 from fgmm.encoders.text import TextEncoder, offline_text_model, text_key
 from fgmm.errors import ConfigError, DataError, WeightsUnavailableError
-from fgmm.joint import JointConfig, JointEmbeddingModel
 
 CAPTIONS = ["a small bird with a red crown", "this bird has a bright red head and a short beak",
             "a large grey seabird with long narrow wings", "the ship sailed into the harbour at dawn"]
@@ -86,22 +85,19 @@ def test_bad_texts_are_refused(encoder):
         encoder.encode("a bird")
 
 
-def test_fine_tuning_as_a_joint_tower():
+def test_an_unfrozen_tower_fine_tunes_and_freezes_again():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
         tower = create_encoder("text", frozen=False)
     with pytest.raises(ConfigError, match="not frozen"):
         tower.encode_cached(["a bird"], FeatureCache("unused"))
-    model = JointEmbeddingModel(JointConfig({"image": 8, "text": tower.dim}, num_classes=2, dim=16, hidden=0),
-                                towers={"text": tower})
+    head = torch.nn.Linear(tower.dim, 2)
     tokens = tower.tokenize(CAPTIONS[:2])
-    batch = {"image": torch.randn(2, 8), **{f"text.{k}": v for k, v in tokens.items()}, "label": torch.tensor([0, 1])}
-    model.train()(batch)["loss"].backward()
+    torch.nn.functional.cross_entropy(head(tower(**tokens)), torch.tensor([0, 1])).backward()
     names = {name for name, _ in tower.named_parameters()}
     trained = {name for name, p in tower.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert trained == {name for name in names if ".pooler." not in name}  # all but BERT's pooler (unused)
-    model.zero_grad(set_to_none=True)
-    model.lock_tower("text")
-    model(batch)["loss"].backward()
-    assert all(p.grad is None for p in tower.parameters())
-    assert torch.allclose(model.embed("text", tokens), model(batch)["z_text"], atol=1e-5)
+    tower.zero_grad(set_to_none=True)
+    tower.requires_grad_(False).eval()  # frozen again: encode() and forward() agree (no dropout)
+    with torch.no_grad():
+        assert torch.allclose(tower(**tokens), tower.encode(CAPTIONS[:2]), atol=1e-5)

@@ -31,7 +31,7 @@ def _registries() -> dict[str, Callable[[], list[str]]]:
     return {
         "projections": names("fgmm.space.projections", "PROJECTIONS"),
         "class-sources": names("fgmm.space.class_sources", "CLASS_SOURCES"),
-        "fusions": names("fgmm.joint.fusion", "FUSIONS"),
+        "fusions": names("fgmm.space.fusion", "FUSIONS"),
         "priors": names("fgmm.space.priors", "PRIORS"),
         "metric-losses": names("fgmm.space.objective", "METRIC_LOSSES"),
         "gnn-layers": names("fgmm.gnn", "GNN_LAYERS"),

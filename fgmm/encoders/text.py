@@ -183,8 +183,8 @@ class TextEncoder(Encoder):
         name: ``"all-MiniLM-L6-v2"`` (offline default), a local model folder, or a hub id.
         backend: ``"sentence-transformers"`` (default) or ``"hf"`` (``AutoModel`` + mean pooling).
         frozen: no gradients and eval mode; :meth:`encode` runs without autograd. ``False`` fine-tunes
-            (feed :meth:`tokenize` output to :meth:`forward`, e.g. as a tower of
-            :class:`fgmm.joint.JointEmbeddingModel`).
+            (feed :meth:`tokenize` output to :meth:`forward`, e.g. to tune it towards a model's class
+            embeddings).
         normalize: L2-normalise the output vectors.
         batch_size: texts per forward pass in :meth:`encode`.
         max_length: token limit (longer texts are truncated); default: the model's.

@@ -130,7 +130,7 @@ class FGModelConfig:
         modalities: the modalities by name (``"image"``, ``"text"``, ``"audio"``, ``"geo"``).
         dim: width :math:`d` of the joint space (``None``: the input width of the closed-form
             projections when there are any, else 256).
-        fusion: a name in :data:`fgmm.joint.fusion.FUSIONS` (``"gated"``, ``"attention"``, ``"mean"``).
+        fusion: a name in :data:`fgmm.space.fusion.FUSIONS` (``"gated"``, ``"attention"``, ``"mean"``).
         class_embeddings: where the class embeddings come from.
         priors: class priors by modality (e.g. ``{"geo": {"name": "presence"}}``).
         objective: the training loss.

@@ -10,7 +10,7 @@ r"""The one multi-modal model of fgmm: every modality, the knowledge graph and r
 
 :math:`T_m` is modality *m*'s encoder (frozen and cached on CPU, or trained end to end on GPU),
 :math:`\mathrm{Proj}_m` a projection of :data:`~fgmm.space.projections.PROJECTIONS` (learned, or
-closed-form such as within-class whitening), Fuse a fusion of :data:`~fgmm.joint.fusion.FUSIONS`
+closed-form such as within-class whitening), Fuse a fusion of :data:`~fgmm.space.fusion.FUSIONS`
 honouring the presence masks :math:`\mu`, :math:`W` the class embeddings from a source of
 :data:`~fgmm.space.class_sources.CLASS_SOURCES` (free weights, class means, knowledge-graph
 prototypes, or a GNN over the graph: the graph lives in the joint space, so classes without
@@ -45,12 +45,12 @@ from fgmm.data.torch_dataset import MASK_KEY
 from fgmm.encoders.base import Encoder
 from fgmm.errors import ConfigError, DataError
 from fgmm.gnn.propagation import ClassGraph
-from fgmm.joint.fusion import FUSIONS
 from fgmm.models.heads import CosineClassifier
 from fgmm.space.class_sources import FreeClassWeights, create_class_source
 from fgmm.space.config import FGModelConfig
 from fgmm.space.features import ModalityTable, SampleFeatures
 from fgmm.space.fitting import FitResult, fit_samples, fit_tables
+from fgmm.space.fusion import FUSIONS
 from fgmm.space.inputs import featurize_samples, samples_from, tower_inputs
 from fgmm.space.objective import Objective
 from fgmm.space.pretrained import load_pretrained, save_pretrained

@@ -8,7 +8,7 @@ r"""The training objective of :class:`~fgmm.space.FGModel`.
 :math:`V` are the classified views (each modality alone and the fused embedding), each restricted
 to the samples where it exists, :math:`\mathrm{CE}_\epsilon` cross-entropy with label smoothing
 :math:`\epsilon`, :math:`\mathcal{L}^{ab}_{con}` the class-aware InfoNCE
-(:class:`~fgmm.joint.losses.ClassAwareInfoNCE`, one learnable temperature per modality pair) over
+(:class:`~fgmm.space.losses.ClassAwareInfoNCE`, one learnable temperature per modality pair) over
 the samples that carry both *a* and *b* (recordings and photos need not be paired: same-class items
 are positives), and :math:`\mathcal{L}_{met}` an optional metric-learning loss
 (:data:`METRIC_LOSSES`) on the embeddings of the first modality, for image→image retrieval.
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fgmm.joint.losses import ClassAwareInfoNCE
 from fgmm.registry import Registry
 from fgmm.space.config import ObjectiveConfig
+from fgmm.space.losses import ClassAwareInfoNCE
 
 METRIC_LOSSES: Registry[nn.Module] = Registry("metric loss")
 """Metric-learning losses ``loss(embeddings [B, d], labels [B]) -> scalar``, created with

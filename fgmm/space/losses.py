@@ -1,16 +1,15 @@
-r"""Losses on the joint embedding space: class-aware contrastive alignment plus classification.
+r"""The contrastive loss of the joint embedding space: class-aware cross-modal alignment.
 
 Fine-grained data breaks one assumption of CLIP's InfoNCE: that every other caption in a batch is
 a negative. Two captions of the same species describe the same visual concept, and pushing them
 apart fights the classifier. :class:`ClassAwareInfoNCE` therefore treats every same-class item as
 a positive (multi-positive contrastive loss, SupCon's :math:`\mathcal{L}_{out}` applied across
-modalities); :class:`JointObjective` adds cross-entropy on the same space.
+modalities); :class:`fgmm.space.objective.Objective` adds it to the model's cross-entropy.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -81,69 +80,3 @@ class ClassAwareInfoNCE(nn.Module):
         a_to_b = -(q * F.log_softmax(scores, dim=1)).sum(1).mean()
         b_to_a = -(q * F.log_softmax(scores.T, dim=1)).sum(1).mean()
         return 0.5 * (a_to_b + b_to_a)
-
-
-class JointObjective(nn.Module):
-    r"""The training objective of :class:`fgmm.joint.JointEmbeddingModel`.
-
-    .. math::
-        \mathcal{L} = \lambda_{con} \sum_{(a, b)} \mathcal{L}^{ab}_{con}
-            + \lambda_{ce} \frac{1}{|V|} \sum_{v \in V} \mathrm{CE}(\ell_v, y)
-
-    where :math:`\mathcal{L}^{ab}_{con}` is :class:`ClassAwareInfoNCE` (one learnable temperature
-    per modality pair) over the samples that carry both *a* and *b*, and :math:`V` are the
-    classified views (each modality alone and the fused embedding), each restricted to the samples
-    where it exists.
-
-    Args:
-        pairs: modality pairs aligned contrastively, e.g. ``[("image", "text")]``.
-        contrastive_weight: :math:`\lambda_{con}`.
-        ce_weight: :math:`\lambda_{ce}`.
-        init_temperature, instance_weight: passed to :class:`ClassAwareInfoNCE`.
-    """
-
-    def __init__(self, pairs: list[tuple[str, str]], contrastive_weight: float = 1.0, ce_weight: float = 1.0,
-                 init_temperature: float = 0.07, instance_weight: float = 0.0):
-        super().__init__()
-        self.pairs = [tuple(pair) for pair in pairs]
-        self.contrastive = nn.ModuleDict({
-            _pair_key(a, b): ClassAwareInfoNCE(init_temperature, instance_weight) for a, b in self.pairs})
-        self.contrastive_weight = contrastive_weight
-        self.ce_weight = ce_weight
-
-    def forward(self, embeddings: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
-                logits: Mapping[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Return ``{"loss": total, "loss_con_<a>_<b>": ..., "loss_ce_<view>": ...}``.
-
-        Args:
-            embeddings: normalised ``[B, d]`` embedding per modality (rows of absent samples ignored).
-            masks: ``[B]`` bool per modality and per view in ``logits`` (``True`` = present).
-            logits: ``[B, C]`` class logits per view.
-            labels: ``[B]`` class indices (``-1``: unknown, left out of the cross-entropy).
-        """
-        terms: dict[str, torch.Tensor] = {}
-        total = labels.new_zeros((), dtype=torch.float32)
-        for a, b in self.pairs:
-            if a not in embeddings or b not in embeddings:
-                continue
-            both = masks[a] & masks[b]
-            if int(both.sum()) < 2:
-                continue
-            term = self.contrastive[_pair_key(a, b)](embeddings[a][both], embeddings[b][both], labels[both])
-            terms[f"loss_con_{a}_{b}"] = term.detach()
-            total = total + self.contrastive_weight * term
-        ce_terms = []
-        for view, view_logits in logits.items():
-            present = masks[view] & (labels >= 0)
-            if bool(present.any()):
-                term = F.cross_entropy(view_logits[present], labels[present])
-                terms[f"loss_ce_{view}"] = term.detach()
-                ce_terms.append(term)
-        if ce_terms:
-            total = total + self.ce_weight * torch.stack(ce_terms).mean()
-        terms["loss"] = total
-        return terms
-
-
-def _pair_key(a: str, b: str) -> str:
-    return f"{a}__{b}"
