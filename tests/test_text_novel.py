@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from fgmm.data import generate_procedural
 from fgmm.data.cub import CUB_CAPTION_CLASS_IDS
 from fgmm.data.procedural import write_captions
+from fgmm.kg.augment import class_values, rewrite_caption
+from fgmm.kg.datasets import dataset_kg
+from fgmm.kg.describe import Describer
 from fgmm.kg.phrases import match_attributes
 from fgmm.space import FGModel
 from fgmm.space.class_sources import AttributeClassEmbeddings
@@ -103,7 +106,8 @@ def test_descriptions_reach_classes_whose_captions_were_withheld(procedural, one
     data, model = run["data"], run["model"]
     assert len(data.test) == 36 and sum(len(data.caption_rows[i]) for i in data.test) == 180  # gallery, all queries
     assert metrics["t2i_R@5_novel"] >= 0.9 and metrics["t2i_mAP_novel"] >= 0.6, metrics
-    assert metrics["t2c_top1_novel"] >= 0.9, metrics  # text-only: the novel class's embedding is the nearest
+    # text-only zero-shot over 12 classes (chance 1/12): the novel class's embedding is the nearest for most
+    assert metrics["t2c_top1_novel"] >= 0.5 and metrics["t2c_top1_novel_nodesc"] == 0.0, metrics
     assert metrics["t2i_R@5_novel_nodesc"] <= 0.5, metrics  # without KG text the captions go to captioned classes
     assert metrics["t2i_R@5_captioned"] >= 0.9, metrics
     # the one model: image + text over every class, class embeddings from the KG's attributes
@@ -112,3 +116,17 @@ def test_descriptions_reach_classes_whose_captions_were_withheld(procedural, one
     served = FGModel.from_pretrained(run["served"] / "model")  # what `fgmm index build --model` would load
     assert run["served"] == tmp_path / "text_novel" / "served"
     assert torch.equal(served.class_embeddings(), model.class_embeddings())
+
+
+def test_pseudo_captions_keep_the_words_and_change_only_what_the_graph_reads(procedural):
+    describer = Describer(dataset_kg(procedural), class_order=procedural.class_names)
+    values, features = class_values(describer, describer.classes[7])  # a medium finch, black crown, buff breast
+    assert values["has_crown_color"] == "black" and values["has_size"] == "medium"
+    rewritten = rewrite_caption("this large bird has a pale breast, black wings and a bright blue crown.", describer,
+                                values, features)
+    assert rewritten == "this medium bird has a pale breast, black wings and a bright black crown."
+    # "blue crowned" is not read as the crown's colour: rewritten, it would keep the source's blue crown
+    assert rewrite_caption("a bright blue crowned bird with a plain white breast and black wing feathers.", describer,
+                           values, features) is None
+    assert rewrite_caption("a lovely bird.", describer, values, features) is None  # names no attribute
+

@@ -15,8 +15,11 @@ Rules:
    (:meth:`fgmm.kg.describe.Describer.evidence`); its features (eye ring, crest, ...) are the
    feature values it keeps.
 2. A caption is rewritten for a target only when it names at least one attribute, every attribute
-   group it names has a value for the target, and every feature it names is one of the target's;
-   otherwise it is skipped (it would state something the graph does not support).
+   group it names has a value for the target, every feature it names is one of the target's, and
+   every value word it holds (``red``, ``pointed``, ``crimson``: the graph's single-word values and
+   their synonyms) is part of a matched attribute; otherwise it is skipped: it would state something
+   the graph does not support, or keep a value of the source class the matcher did not read
+   (``"a blue crowned bird"``, ``"a thin pointed beak"`` of a class with a hooked bill).
 3. Source captions come from the captioned classes most similar to the target (cosine of their
    attribute-strength rows, the ``neighbours`` nearest), so words the matcher does not read ("cheek
    patch", "webbed feet") fit the target more often; they are drawn with a seeded ``random.Random``.
@@ -31,7 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fgmm.kg.describe import Describer
-from fgmm.kg.phrases import match_attributes, tokenize
+from fgmm.kg.phrases import VALUE_SYNONYMS, match_attributes, tokenize
 
 
 def class_values(describer: Describer, name: str) -> tuple[dict[str, str], set[str]]:
@@ -48,18 +51,32 @@ def class_values(describer: Describer, name: str) -> tuple[dict[str, str], set[s
     return {g: words for g, (_, words) in values.items()}, features
 
 
+def value_words(describer: Describer) -> set[str]:
+    """Single-word attribute values of the graph (``red``, ``hooked``) and their synonyms (``crimson``)."""
+    return {words for _, _, kind, words in describer.readings if kind != "feature" and " " not in words} | set(
+        VALUE_SYNONYMS)
+
+
 def _detokenize(tokens: Sequence[str]) -> str:
     text = re.sub(r" ([,.;])", r"\1", " ".join(tokens))
     text = re.sub(r"\ba (?=[aeiou])", "an ", text)
     return re.sub(r"\ban (?=[^aeiou\s])", "a ", text)
 
 
-def rewrite_caption(caption: str, describer: Describer, values: dict[str, str], features: set[str]) -> str | None:
-    """``caption`` with each named value replaced by the target's (rule 2), or ``None`` when it cannot be."""
+def rewrite_caption(caption: str, describer: Describer, values: dict[str, str], features: set[str],
+                    vocabulary: set[str] | None = None) -> str | None:
+    """``caption`` with each named value replaced by the target's (rule 2), or ``None`` when it cannot be.
+
+    ``vocabulary``: the value words of rule 2 (default :func:`value_words`; pass it when rewriting many).
+    """
     terms = match_attributes(caption, describer.attributes)
     if not terms:
         return None
     tokens = tokenize(caption)
+    vocabulary = value_words(describer) if vocabulary is None else vocabulary
+    read = {i for term in terms if term.span is not None for i in range(*term.span)}
+    if any(token in vocabulary and i not in read for i, token in enumerate(tokens)):
+        return None
     replaced: dict[tuple[int, int], str] = {}
     for term in terms:
         if term.span is None:
@@ -103,11 +120,12 @@ def pseudo_captions(describer: Describer, name: str, captions: Sequence[str], ow
     nearest = {sources[k] for k in np.argsort(-similarity, kind="stable")[:neighbours]}
     pool = [i for i, owner in enumerate(owners) if owner in nearest]
     values, features = class_values(describer, name)
+    vocabulary = value_words(describer)
     rng = random.Random(f"{seed}:{name}:pseudo")
     rng.shuffle(pool)
     out: list[str] = []
     for i in pool:
-        text = rewrite_caption(captions[i], describer, values, features)
+        text = rewrite_caption(captions[i], describer, values, features, vocabulary)
         if text is not None and text not in out:
             out.append(text)
             if len(out) == count:
