@@ -146,7 +146,8 @@ def test_kg_and_zsl_tasks_return_the_benchmark_keys(tmp_path):
     assert metrics["zsl_unseen50_top1"] >= 0.9 and metrics["zsl_gnn_unseen50_top1"] >= 0.9
     assert metrics["kg_top1"] >= 0.9 and metrics["kg_gnn_top1"] >= 0.9
     assert metrics["kg_mean_weight"] in (0.0, 0.25, 0.5, 0.75, 1.0)
-    assert {"kg_top1_nokg", "kg_top1_random", "kg_top1_5shot", "kg_top1_5shot_nokg", "kg_ridge"} <= set(metrics)
+    assert {"kg_top1_nokg", "kg_top1_random", "kg_top1_5shot", "kg_top1_5shot_nokg", "kg_ridge",
+            "kg_top1_preset"} <= set(metrics)
     assert ctx.shared["kg_graph"].num_labels == 6
 
 
