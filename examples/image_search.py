@@ -71,7 +71,7 @@ def main() -> None:
     for row in result.rows(0):
         print(f"  {row['rank']:2d}. {row['score']:.3f}  {row['id']}")
     picture = result_grid(result, query_text=args.query, out=args.out / "results.png")
-    print(f"\npicture: {picture}\nagain from the shell: fgmm retrieve --index {args.out / 'index'} --text '...'")
+    print(f"\npicture: {picture}\nagain from the shell: fgmm retrieve {args.out / 'index'} --text '...'")
 
 
 if __name__ == "__main__":
