@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_geo import one_thread  # noqa: F401  (autouse: these models are tiny, one thread is fastest)
 
 from fgmm.data.sample import Sample
 from fgmm.errors import ConfigError
@@ -23,14 +24,6 @@ RECIPE = {"encoder": "sh8", "hidden": 32, "epochs": 15, "batch_size": 64, "lr": 
           "grid_levels": 0}
 """A tiny prior network (the preset's default recipe is sized for CUB's 22k records)."""
 DIM = 8
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def birds(n: int, seed: int) -> tuple[list[Sample], torch.Tensor]:
