@@ -25,7 +25,7 @@ from fgmm.geo.fusion import LearnedPriorFusion, product_rule
 from fgmm.geo.kde import EARTH_RADIUS_KM, KernelDensityPrior
 from fgmm.geo.metadata import geo_tensor, make_geo, parse_date, read_exif, read_image_locations
 from fgmm.geo.occurrences import load_occurrences
-from fgmm.geo.predict import apply_geo_prior, geo_query
+from fgmm.geo.predict import geo_query
 from fgmm.geo.prior import GeoPrior, GeoPriorConfig, assume_negative_full_loss
 
 NAN = math.nan
@@ -114,7 +114,7 @@ def test_assume_negative_loss_by_hand() -> None:
 def test_product_rule_and_missing_place(toy_prior: GeoPrior) -> None:
     image = torch.zeros(3, 2)                           # the image model cannot tell A from B
     geo = torch.tensor([[*AMERICA, NAN, NAN], [*EUROPE, NAN, NAN], [NAN, NAN, NAN, NAN]])
-    fused = apply_geo_prior(image, toy_prior, geo)
+    fused = product_rule(image, toy_prior.predict(geo))
     assert fused[0].argmax() == 0 and fused[1].argmax() == 1
     assert torch.allclose(fused[2], torch.log_softmax(image[2], 0))  # no place: image-only scores unchanged
     assert torch.equal(product_rule(image, torch.zeros(3, 2)), torch.log_softmax(image, 1))

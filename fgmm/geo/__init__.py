@@ -21,7 +21,7 @@ _EXPORTS = {
     "Occurrences": "occurrences", "load_occurrences": "occurrences", "occurrences_from_samples": "occurrences",
     "GeoTimeEncoder": "encoder", "GeoPrior": "prior", "GeoPriorConfig": "prior", "fit_geo_prior": "fit",
     "KernelDensityPrior": "kde", "LearnedPriorFusion": "fusion", "product_rule": "fusion",
-    "geo_query": "predict", "apply_geo_prior": "predict", "plot_range": "maps",
+    "geo_query": "predict", "plot_range": "maps",
     "OccurrencePrior": "model_prior", "add_geo_prior": "model_prior",
 }
 

@@ -1,4 +1,5 @@
-"""What ``fgmm predict --lat/--lon/--date`` (or a photo's EXIF) calls: one query row and the fused scores."""
+"""One query row of where and when for a prediction: explicit ``--lat/--lon/--date`` values, else a photo's EXIF
+(the scores come from :class:`fgmm.FGModel` with the ``geo_occurrences`` prior, preset ``"image-geo"``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ from pathlib import Path
 
 import torch
 
-from fgmm.geo.fusion import LearnedPriorFusion, product_rule
 from fgmm.geo.metadata import geo_tensor, make_geo, read_exif
-from fgmm.geo.prior import GeoPrior
 
 
 def geo_query(lat: float | None = None, lon: float | None = None, date: str | datetime | None = None,
@@ -27,17 +26,3 @@ def geo_query(lat: float | None = None, lon: float | None = None, date: str | da
         return row
     found = geo_tensor([read_exif(image)])
     return torch.where(row.isnan(), found, row)
-
-
-def apply_geo_prior(image_logits: torch.Tensor, prior: GeoPrior, geo: torch.Tensor,
-                    fusion: LearnedPriorFusion | None = None) -> torch.Tensor:
-    """``[B, C]`` scores of images combined with the prior at their places/dates.
-
-    ``fusion=None`` is the product rule (:func:`~fgmm.geo.fusion.product_rule`); rows without a place
-    keep the image-only ranking.
-    """
-    log_prior = prior.predict(geo).to(image_logits.device)
-    if fusion is None:
-        return product_rule(image_logits, log_prior)
-    return fusion(image_logits, log_prior, geo.to(image_logits.device))
-
