@@ -3,7 +3,7 @@ r"""Cross-modal agreement: does a sample's image agree with what its other modal
 Single-modality filters judge a label with the same pixels that make a hard image hard. fgmm has
 more witnesses per sample — the image in the joint space, the sample's own text (captions, the
 words around a crawled image), and class embeddings from text or the knowledge graph (e.g.
-:class:`fgmm.zeroshot.KGPrototypes`) — whose errors are largely independent. Each modality
+the ``"kg"`` class source of :class:`fgmm.FGModel`) — whose errors are largely independent. Each modality
 :math:`m` gives a class distribution: out-of-sample probabilities
 (``signals.modality_probabilities[m]``), or cosines of the sample's embedding to the class
 embeddings, :math:`s_m(\mathbf{x}, c) = \cos(\mathbf{e}_m(\mathbf{x}), \mathbf{w}_{m,c})`, turned into
