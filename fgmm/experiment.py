@@ -36,6 +36,7 @@ from fgmm.data import load_dataset
 from fgmm.data.sample import MultiModalDataset
 from fgmm.data.splits import holdout_split
 from fgmm.errors import ConfigError, DataError
+from fgmm.io import atomic_write
 from fgmm.pipeline import default_cache_dir
 from fgmm.report import plot_confusion, plot_per_class_accuracy, plot_training_curve, write_json_atomic
 from fgmm.space import FGModel, create_model, model_config
@@ -47,6 +48,8 @@ from fgmm.train.run_folder import RUN_FILES, check_same_setup, ensure_run_folder
 from fgmm.zeroshot import mean_class_accuracy
 
 MIN_IMAGE_SIZE = 16
+FILTER_FILES = ("label_decisions.csv", "filter.json")
+"""What ``data.filter`` adds to a run folder."""
 MODEL_FOLDER = "model"
 
 
@@ -58,6 +61,12 @@ class DataConfig:
     ``val_fraction`` (validation taken from the training part) in [0, 1). ``kg``: a knowledge-graph file
     (Turtle, N-Triples, JSON-LD) for models whose class embeddings come from a graph; default: the
     dataset's own graph (CUB: attributes + taxonomy) or its class x attribute matrix.
+
+    ``filter``: noisy labels (web data): a filter of :data:`fgmm.filters.FILTERS` that reads out-of-fold
+    probabilities (``crossmodal``, ``confident``, ``cleanlab``, ``openset``) judges the training labels
+    with the model's own modalities and knowledge graph before training (:func:`fgmm.filters.judge_labels`,
+    options in ``filter_options``); dropped samples are left out, relabelled ones train with their new
+    label, and the run folder gets ``label_decisions.csv`` and the counts in ``filter.json``.
     """
 
     root: Path = Path("data")
@@ -67,9 +76,15 @@ class DataConfig:
     seed: int = 0
     skip_bad: bool = False
     kg: Path | None = None
+    filter: str | None = None
+    filter_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_range(self, non_negative=("seed",), unit=("holdout",), fraction=("val_fraction",))
+        if self.filter is not None:
+            from fgmm.filters import FILTERS
+
+            FILTERS.get(self.filter)  # an unknown name fails here, with the valid ones listed
 
 
 @dataclass
@@ -222,7 +237,7 @@ def train_experiment(cfg: ExperimentConfig, *, resume: bool = False, fresh: bool
     """
     has_val = cfg.data.val_fraction > 0
     plan = plan_run(cfg.train.out_dir, cfg.train, resume=resume, fresh=fresh, force=force, has_val=has_val,
-                    files=(*RUN_FILES, MODEL_FOLDER))
+                    files=(*RUN_FILES, MODEL_FOLDER, *FILTER_FILES))
     dataset = _load(cfg.data)
     if not dataset.split or "test" not in dataset.split:
         raise DataError(cfg.data.root, "the dataset has no test samples to validate on")
@@ -234,19 +249,50 @@ def train_experiment(cfg: ExperimentConfig, *, resume: bool = False, fresh: bool
     check_same_setup(plan, json.loads(stored.read_text()) if stored.is_file() else None, spec)
     cache = FeatureCache(cfg.cache_dir or default_cache_dir())
     parts = {part: dataset.part(part) for part in ("train", "val") if part in dataset.split}
-    training = model.sample_features(parts["train"].samples, cache, train=True, progress=cfg.train.progress,
+    train_samples = parts["train"].samples
+    judgement = None
+    if cfg.data.filter is not None:
+        from fgmm.filters import judge_labels
+
+        judgement = judge_labels(model, train_samples, cfg.data.filter, cache=cache, seed=cfg.data.seed,
+                                 progress=cfg.train.progress, skip_bad=cfg.data.skip_bad, **cfg.data.filter_options)
+        train_samples = judgement.samples(train_samples)
+    training = model.sample_features(train_samples, cache, train=True, progress=cfg.train.progress,
                                      skip_bad=cfg.data.skip_bad)
     validation = (model.sample_features(parts["val"].samples, cache, skip_bad=cfg.data.skip_bad)
                   if has_val and "val" in parts else None)
     with open_run(plan) as run_dir:
         save_config(cfg, run_dir / "experiment.yaml")
         write_json_atomic(run_dir / "model.json", spec)
+        if judgement is not None:
+            write_label_decisions(judgement, parts["train"], run_dir)
     result = fit_samples(model, training, train=cfg.train, val=validation, seed=cfg.train.seed,
                          resume=plan.action == "resume")
     model_dir = model.save_pretrained(run_dir / MODEL_FOLDER, overwrite=True)
     return {"run_dir": str(run_dir), "model_dir": str(model_dir), "best_val_top1": result.best_metric,
             "history": result.history, "stop_reason": result.stop_reason, "steps": result.steps,
             "action": plan.action}
+
+
+def write_label_decisions(judgement, train: MultiModalDataset, run_dir: Path) -> None:
+    """``label_decisions.csv`` (one row per judged sample: id, image, given and suggested class, decision,
+    score) and ``filter.json`` (the counts) in ``run_dir``."""
+    from fgmm.filters import Decision
+
+    names = train.class_names
+    rows = ["id,image,given,suggested,decision,score"]
+    for row, position in enumerate(judgement.positions):
+        sample = train[int(position)]
+        fields = [sample.id, str(sample.image or ""), names[sample.label],
+                  names[int(judgement.filter.suggested[row])], Decision(judgement.filter.decisions[row]).name.lower(),
+                  f"{float(judgement.filter.scores[row]):.6f}"]
+        rows.append(",".join(_csv_field(f) for f in fields))
+    atomic_write(run_dir / "label_decisions.csv", lambda f: f.write(("\n".join(rows) + "\n").encode()))
+    write_json_atomic(run_dir / "filter.json", judgement.summary())
+
+
+def _csv_field(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
 def _model_dir(run_dir: Path) -> Path:

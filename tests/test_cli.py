@@ -96,6 +96,25 @@ def test_train_evaluate_and_resume(tiny_procedural, tmp_path: Path) -> None:
     assert (run / "per_class.png").is_file() and (run / "confusion.png").is_file()
 
 
+def test_train_with_a_label_filter_writes_its_decisions(tiny_procedural, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = tmp_path / "exp.yaml"
+    config.write_text(f"model:\n  image_size: 64\ncache_dir: {tmp_path / 'cache'}\n"
+                      "data:\n  filter: crossmodal\n  filter_options: {folds: 3}\ntrain:\n  progress: false\n")
+    result = runner.invoke(app, ["train", "--config", str(config), "--data", str(tiny_procedural.root),
+                                 "--vision", "efficientnet_lite0", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    counts = json.loads((run / "filter.json").read_text())
+    rows = (run / "label_decisions.csv").read_text().splitlines()
+    assert rows[0] == "id,image,given,suggested,decision,score" and len(rows) == counts["judged"] + 1
+    assert counts["keep"] + counts["drop"] + counts["relabel"] == counts["judged"]
+    assert counts["drop"] + counts["relabel"] > 0  # the set has 20% wrong labels
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  filter: crossmodl\n")
+    refused = runner.invoke(app, ["train", "--config", str(bad), "--data", str(tiny_procedural.root)])
+    assert refused.exit_code == 3 and "crossmodal" in refused.output
+
+
 def test_cache_build_info_clear(tiny_cub: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     built = runner.invoke(app, ["cache", "build", str(tiny_cub), "--vision", "efficientnet_lite0",

@@ -38,7 +38,15 @@ from fgmm.filters.confident import CleanlabFilter, ConfidentLearning, estimate_n
 from fgmm.filters.crossmodal import CrossModalAgreement
 from fgmm.filters.openset import OpenSetFilter
 from fgmm.filters.probabilities import ModelScores, fit_model, out_of_fold_scores
-from fgmm.filters.recipe import FilteredFit, build_signals, clean_labels, fit_filtered, sample_text_features
+from fgmm.filters.recipe import (
+    FilteredFit,
+    LabelJudgement,
+    build_signals,
+    clean_labels,
+    fit_filtered,
+    judge_labels,
+    sample_text_features,
+)
 from fgmm.filters.small_loss import SmallLossFilter, TwoHeadFilter
 from fgmm.filters.training import (
     SelectiveTraining,
@@ -50,8 +58,9 @@ from fgmm.filters.training import (
 
 __all__ = [
     "FILTERS", "OPEN_SET", "CleanlabFilter", "ConfidentLearning", "CrossModalAgreement", "Decision", "FilterResult",
-    "FilteredFit", "FilterSignals", "ModelScores", "NoiseFilter", "OpenSetFilter", "SelectiveTraining",
-    "SmallLossFilter", "TwoHeadFilter", "TwoHeadSelection", "build_signals", "clean_labels", "create_filter",
-    "detection_scores", "estimate_noise_rate", "fit_filtered", "fit_model", "fit_selective", "mixture_split",
-    "out_of_fold_scores", "sample_text_features", "selection_head", "small_loss_weights",
+    "FilteredFit", "FilterSignals", "LabelJudgement", "ModelScores", "NoiseFilter", "OpenSetFilter",
+    "SelectiveTraining", "SmallLossFilter", "TwoHeadFilter", "TwoHeadSelection", "build_signals", "clean_labels",
+    "create_filter", "detection_scores", "estimate_noise_rate", "fit_filtered", "fit_model", "fit_selective",
+    "judge_labels", "mixture_split", "out_of_fold_scores", "sample_text_features", "selection_head",
+    "small_loss_weights",
 ]

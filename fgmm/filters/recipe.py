@@ -137,15 +137,39 @@ def sample_text_features(samples: Sequence[Sample], encoder: Any = None, cache: 
 
 
 @dataclass
+class LabelJudgement:
+    """What :func:`judge_labels` decided about a model's training samples.
+
+    Attributes:
+        filter: the filter's decisions on the labelled training samples (``positions`` order).
+        positions: positions (in the training data) of the labelled samples the filter judged.
+        keep: positions of the samples to fit on (relabelled ones included; unlabelled ones kept as they are).
+        labels: the labels to fit with, aligned with ``keep``.
+        tables: the model's feature tables of all the training samples (encoded once).
+    """
+
+    filter: FilterResult
+    positions: np.ndarray
+    keep: np.ndarray
+    labels: np.ndarray
+    tables: dict[str, Any]
+
+    def samples(self, data: Sequence[Sample]) -> list[Sample]:
+        """The kept samples of ``data`` (the judged training data), with their cleaned labels."""
+        return [dataclasses.replace(data[i], label=int(y)) for i, y in zip(self.keep, self.labels, strict=True)]
+
+    def summary(self) -> dict[str, int]:
+        """How many labelled samples were judged, and kept / relabelled / dropped."""
+        return {"judged": len(self.positions), **self.filter.counts()}
+
+
+@dataclass
 class FilteredFit:
-    """What :func:`fit_filtered` did.
+    """What :func:`fit_filtered` did: the fit and the :class:`LabelJudgement` it was fitted on.
 
     Attributes:
         fit: the model's :class:`~fgmm.space.FitResult` on the cleaned labels.
-        filter: the filter's decisions on the labelled training samples (``positions`` order).
-        positions: positions (in the training data) of the labelled samples the filter judged.
-        keep: positions of the samples the model was fitted on (relabelled ones included).
-        labels: the labels it was fitted with, aligned with ``keep``.
+        filter, positions, keep, labels: as in :class:`LabelJudgement`.
     """
 
     fit: Any
@@ -155,26 +179,16 @@ class FilteredFit:
     labels: np.ndarray
 
 
-def fit_filtered(model, data: Sequence[Sample], filter: str = "crossmodal", *, cache: Any = None,
-                 train: Any = None, val: Sequence[Sample] | None = None, folds: int = 5, seed: int = 0,
-                 progress: bool = False, skip_bad: bool = False, **filter_options: Any) -> FilteredFit:
-    """Train an :class:`fgmm.FGModel` on noisy labels through a filter, in one call.
+def judge_labels(model, data: Sequence[Sample], filter: str = "crossmodal", *, cache: Any = None, folds: int = 5,
+                 seed: int = 0, progress: bool = False, skip_bad: bool = False,
+                 **filter_options: Any) -> LabelJudgement:
+    """Which training labels of ``data`` to keep, drop or fix, judged with the modalities of ``model``.
 
-    1. The training samples are encoded once with the model's encoders (through ``cache``).
-    2. :func:`clean_labels` judges every labelled sample with out-of-fold scores of each modality the
-       model has (and of its knowledge graph, when its class source has one) and runs ``filter``.
-    3. The model is fitted (:meth:`~fgmm.FGModel.fit_features`, or :meth:`~fgmm.FGModel.fit` when an encoder
-       trains end to end) on the kept samples, relabelled ones with their new label; samples without a
-       label are left as they are.
-
-    Args:
-        model: the untrained :class:`fgmm.FGModel`.
-        data: the labelled training samples (a :class:`~fgmm.data.MultiModalDataset` or a list).
-        filter: a name of :data:`fgmm.filters.FILTERS` that reads out-of-fold probabilities
-            (``crossmodal``, ``confident``, ``cleanlab``, ``openset``).
-        cache, train, val, progress, skip_bad: as for :meth:`fgmm.FGModel.fit`.
-        folds, seed: of the cross-fitting.
-        **filter_options: options of the filter.
+    The samples are encoded once with the model's encoders (through ``cache``); :func:`clean_labels`
+    judges every labelled sample with out-of-fold scores of each modality the model has (and of its
+    knowledge graph, when its class source has one) and runs ``filter`` (a name of
+    :data:`fgmm.filters.FILTERS` that reads out-of-fold probabilities: ``crossmodal``, ``confident``,
+    ``cleanlab``, ``openset``) with ``filter_options``; ``folds``, ``seed``: of the cross-fitting.
     """
     samples = list(data)
     tables = model.featurize(samples, cache, progress=progress, skip_bad=skip_bad)
@@ -191,12 +205,34 @@ def fit_filtered(model, data: Sequence[Sample], filter: str = "crossmodal", *, c
     keep = np.sort(np.concatenate([positions[kept], np.flatnonzero(labels < 0)]))
     final = labels.copy()
     final[positions[kept]] = new
+    return LabelJudgement(result, positions, keep, final[keep], tables)
+
+
+def fit_filtered(model, data: Sequence[Sample], filter: str = "crossmodal", *, cache: Any = None,
+                 train: Any = None, val: Sequence[Sample] | None = None, folds: int = 5, seed: int = 0,
+                 progress: bool = False, skip_bad: bool = False, **filter_options: Any) -> FilteredFit:
+    """Train an :class:`fgmm.FGModel` on noisy labels through a filter, in one call.
+
+    1. :func:`judge_labels` encodes the training samples once and decides keep / drop / relabel.
+    2. The model is fitted (:meth:`~fgmm.FGModel.fit_features`, or :meth:`~fgmm.FGModel.fit` when an encoder
+       trains end to end) on the kept samples, relabelled ones with their new label; samples without a
+       label are left as they are.
+
+    Args:
+        model: the untrained :class:`fgmm.FGModel`.
+        data: the labelled training samples (a :class:`~fgmm.data.MultiModalDataset` or a list).
+        filter, folds, seed, **filter_options: as for :func:`judge_labels`.
+        cache, train, val, progress, skip_bad: as for :meth:`fgmm.FGModel.fit`.
+    """
+    samples = list(data)
+    judgement = judge_labels(model, samples, filter, cache=cache, folds=folds, seed=seed, progress=progress,
+                             skip_bad=skip_bad, **filter_options)
     if model.towers:
-        cleaned = [dataclasses.replace(samples[i], label=int(final[i])) for i in keep]
-        fitted = model.fit(cleaned, cache=cache, train=train, val=val, progress=progress, skip_bad=skip_bad)
+        fitted = model.fit(judgement.samples(samples), cache=cache, train=train, val=val, progress=progress,
+                           skip_bad=skip_bad)
     else:
         validation = None if val is None else (model.featurize(list(val), cache, skip_bad=skip_bad),
                                                [s.label for s in val])
-        fitted = model.fit_features({m: t.subset(keep.tolist()) for m, t in tables.items()}, final[keep].tolist(),
-                                    train=train, val=validation)
-    return FilteredFit(fitted, result, positions, keep, final[keep])
+        fitted = model.fit_features({m: t.subset(judgement.keep.tolist()) for m, t in judgement.tables.items()},
+                                    judgement.labels.tolist(), train=train, val=validation)
+    return FilteredFit(fitted, judgement.filter, judgement.positions, judgement.keep, judgement.labels)
