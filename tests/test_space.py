@@ -48,7 +48,7 @@ def accuracy(model: FGModel, features: dict, labels: torch.Tensor) -> float:
 def test_presets_are_listed_and_validated():
     names = list_models()
     assert {"image", "image-kg", "image-gnn", "image-text", "image-text-kg"} <= set(names)
-    assert list_models("image-text*") == ["image-text", "image-text-kg"]
+    assert list_models("image-text*") == ["image-text", "image-text-attributes", "image-text-kg"]
     with pytest.raises(ConfigError, match="unknown model .imag.; choose one of: .*image-kg"):
         create_model("imag", classes=["a"])
     with pytest.raises(ConfigError, match="did you mean 'fusion'"):
@@ -195,3 +195,13 @@ def test_overriding_a_component_drops_the_options_written_for_the_presets_one():
     assert kept.modalities["image"].projection == "whiten"
     assert kept.modalities["image"].projection_options == {"shrinkage": 2.0}
     assert kept.class_embeddings.options == {"mean_weight": 0.5, "ridge": 0.3}
+
+
+def test_metric_losses_are_found_without_importing_the_retrieval_package():
+    import subprocess
+    import sys
+
+    code = ("from fgmm.space.config import ObjectiveConfig; from fgmm.space.objective import Objective; "
+            "print(type(Objective([], ObjectiveConfig(metric='supcon'), num_classes=3, dim=8).metric).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() != "NoneType"

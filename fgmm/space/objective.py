@@ -26,7 +26,7 @@ from fgmm.registry import Registry
 from fgmm.space.config import ObjectiveConfig
 from fgmm.space.losses import ClassAwareInfoNCE
 
-METRIC_LOSSES: Registry[nn.Module] = Registry("metric loss")
+METRIC_LOSSES: Registry[nn.Module] = Registry("metric loss", populate="fgmm.retrieval.metric")
 """Metric-learning losses ``loss(embeddings [B, d], labels [B]) -> scalar``, created with
 ``(num_classes=..., dim=..., **options)``."""
 
