@@ -132,7 +132,8 @@ class FGModelConfig:
             projections when there are any, else 256).
         fusion: a name in :data:`fgmm.space.fusion.FUSIONS` (``"gated"``, ``"attention"``, ``"mean"``).
         class_embeddings: where the class embeddings come from.
-        priors: class priors by modality (e.g. ``{"geo": {"name": "presence"}}``).
+        priors: class priors by modality (e.g. ``{"geo": {"name": "geo_occurrences",
+            "options": {"records": "occurrences.csv"}}}``).
         objective: the training loss.
         scale: initial scale of the cosine scores (learned while training, fitted for closed-form models).
     """
