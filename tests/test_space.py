@@ -48,7 +48,7 @@ def accuracy(model: FGModel, features: dict, labels: torch.Tensor) -> float:
 def test_presets_are_listed_and_validated():
     names = list_models()
     assert {"image", "image-kg", "image-gnn", "image-text", "image-text-kg"} <= set(names)
-    assert list_models("image-text*") == ["image-text", "image-text-attributes", "image-text-kg"]
+    assert list_models("image-text*") == ["image-text", "image-text-attributes", "image-text-kg", "image-text-product"]
     with pytest.raises(ConfigError, match="unknown model .imag.; choose one of: .*image-kg"):
         create_model("imag", classes=["a"])
     with pytest.raises(ConfigError, match="did you mean 'fusion'"):
@@ -205,3 +205,25 @@ def test_metric_losses_are_found_without_importing_the_retrieval_package():
             "print(type(Objective([], ObjectiveConfig(metric='supcon'), num_classes=3, dim=8).metric).__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() != "NoneType"
+
+
+def test_product_of_experts_fits_the_text_classifier_with_the_model(toy, tmp_path):
+    """image-text-product: the text's own nearest class mean multiplies the image's; text-less samples keep
+    the image prediction; the fitted prior is saved and loaded with the model."""
+    weak_image = toy["image"] + 12 * torch.randn(toy["image"].shape, generator=torch.Generator().manual_seed(1))
+    model = create_model("image-text-product", classes=toy["names"],
+                         modalities={"image": {"input_dim": D_IMAGE}, "text": {"input_dim": D_TEXT}})
+    tables = {"image": ModalityTable.one_per_sample(weak_image), "text": ModalityTable.one_per_sample(toy["text"])}
+    result = model.fit_features(tables, toy["labels"])
+    assert result.steps == 0  # every part is closed form
+    prior = model.priors["text"]
+    assert prior.present.all() and 1.0 <= float(prior.log_scale.exp()) <= 100.0
+    image_only = accuracy(model, {"image": weak_image}, toy["labels"])
+    both = {"image": weak_image, "text": toy["text"]}
+    assert image_only < 0.8 and accuracy(model, both, toy["labels"]) >= max(0.95, image_only + 0.15)
+    no_text = {"image": weak_image, "text": toy["text"]}, {"image": torch.ones(len(weak_image), dtype=torch.bool),
+                                                           "text": torch.zeros(len(weak_image), dtype=torch.bool)}
+    assert torch.equal(model.logits(*no_text).argmax(1), model.logits({"image": weak_image}).argmax(1))
+    model.save_pretrained(tmp_path / "product")
+    loaded = FGModel.from_pretrained(tmp_path / "product")
+    assert torch.equal(loaded.logits(both), model.logits(both))

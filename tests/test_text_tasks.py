@@ -38,6 +38,8 @@ def test_text_and_retrieval_tasks_on_the_tiny_procedural_set(tiny_procedural, on
     assert contract | {f"{key}_caption" for key in contract if key.startswith(("i2t", "t2i"))} <= set(metrics)
     assert all(0.0 <= metrics[key] <= 1.0 for key in contract)
     assert "fused_top1" not in metrics  # the text classes are every captioned class: no second model
+    # product of experts: the text's own classifier can only add to the image's on this set
+    assert metrics["fused_top1_50_product"] >= metrics["image_top1_50"] - 0.15
     run = text_run(ctx)  # trained once, shared by both tasks
     assert len(run.classes) == 4 and len(run.test) == len(captioned(ctx, "test")) - 2 * 8  # unseen classes left out
     assert len(run.test) == 8 and metrics["i2t_R@10"] == metrics["t2i_R@10"] == 1.0  # 8 documents: all in a top 10
@@ -49,4 +51,5 @@ def test_text_classes_restrict_the_tasks_and_add_the_all_class_fusion_key(tiny_p
     ctx = context(tiny_procedural, text_classes=[0, 1])
     metrics = run_tasks(ctx, ["text"])
     assert text_run(ctx).classes == [0, 1]
-    assert 0.0 <= metrics["fused_top1"] <= 1.0  # the model of every captioned class
+    assert 0.0 <= metrics["fused_top1"] <= 1.0 and 0.0 <= metrics["fused_top1_joint"] <= 1.0  # every captioned class
+    assert 0.0 <= metrics["fused_top1_50_product"] <= 1.0

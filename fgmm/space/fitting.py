@@ -10,7 +10,8 @@ r"""Fitting an :class:`~fgmm.space.FGModel` on feature tables: closed-form parts
    every view, class-aware contrastive alignment, optional metric loss) on
    :class:`~fgmm.space.features.SampleFeatures`;
 4. closed-form class sources (class means, knowledge-graph prototypes) are fitted on the final
-   training embeddings;
+   training embeddings, and class priors that learn from the training samples of their modality
+   (``fits_on_training``, e.g. :class:`~fgmm.space.modality_prior.ClassMeansPrior`) on those;
 5. the cosine scale :math:`s` of a closed-form classifier is chosen by the likelihood of a held-out
    fifth of the training samples (the source refitted on the other four fifths), so probabilities
    are calibrated enough to multiply with priors;
@@ -120,6 +121,17 @@ def _fit_projections(model, tables: Mapping[str, ModalityTable], labels: torch.T
             projection.fit(table.pooled()[rows], labels[rows])
 
 
+def _fit_priors(model, tables: Mapping[str, ModalityTable], labels: torch.Tensor, seed: int) -> None:
+    """Fit the priors that learn from the model's own training samples (``fits_on_training``)."""
+    for m, prior in model.priors.items():
+        if getattr(prior, "fits_on_training", False) and m in tables:
+            rows = tables[m].present & (labels >= 0)
+            if not bool(rows.any()):
+                raise DataError(None, f"no training sample with a label carries '{m}': its class prior cannot be "
+                                      "fitted")
+            prior.fit(tables[m].pooled()[rows], labels[rows], seed=seed)
+
+
 def _cosines(model, z: torch.Tensor) -> torch.Tensor:
     return F.normalize(z, dim=-1) @ F.normalize(model.class_source(), dim=-1).T.detach().cpu()
 
@@ -136,8 +148,13 @@ def _fit_scale(model, z: torch.Tensor, labels: torch.Tensor, seed: int) -> float
     probe.fit(z[fit], labels[fit])
     cosines = F.normalize(z[held], dim=-1) @ F.normalize(probe(), dim=-1).T
     allowed = probe.available()
-    cosines = cosines.masked_fill(~allowed, float("-inf"))
-    losses = [F.cross_entropy(float(s) * cosines, labels[held]).item() for s in SCALE_GRID]
+    return best_scale(cosines.masked_fill(~allowed, float("-inf")), labels[held])
+
+
+def best_scale(cosines: torch.Tensor, labels: torch.Tensor) -> float:
+    """The scale of :data:`SCALE_GRID` whose softmax of ``scale * cosines`` gives held-out ``labels`` the
+    highest likelihood."""
+    losses = [F.cross_entropy(float(s) * cosines, labels).item() for s in SCALE_GRID]
     return float(SCALE_GRID[int(np.argmin(losses))])
 
 
@@ -196,6 +213,7 @@ def fit_samples(model, data: SampleFeatures, *, train: TrainConfig | None = None
         result.best_metric = trained.best_metric
         z = fused_embeddings(model, data, num_workers=workers)
     model.class_source.fit(z.to(model.gamma.device), labels)
+    _fit_priors(model, data.tables, labels, seed)
     if model.class_source.closed_form:
         _set_scale(model, _fit_scale(model, z, labels, seed))
     uncovered = model.available_classes() & ~model.trained_classes()

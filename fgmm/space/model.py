@@ -141,7 +141,7 @@ class FGModel(nn.Module):
             self.train_head = (FreeClassWeights(num_classes, self.dim)
                                if self.class_source.closed_form and self._learned_parts() else None)
             self.priors = nn.ModuleDict({m: create_prior(p.name, num_classes=num_classes, class_names=self.class_names,
-                                                         **p.options)
+                                                         input_dim=self._prior_input_dim(m), **p.options)
                                          for m, p in config.priors.items()})
             for prior in self.priors.values():
                 prior.requires_grad_(False)
@@ -194,6 +194,10 @@ class FGModel(nn.Module):
             raise DataError(None, f"{modality} features have shape {tuple(value.shape)}, the model expects "
                                   f"[B, {expected}] (were they made by another {modality} encoder?)")
         return value
+
+    def _prior_input_dim(self, modality: str) -> int | None:
+        spec = self.config.modalities.get(modality)
+        return None if spec is None else spec.input_dim
 
     def embed(self, modality: str, features: Tensor) -> Tensor:
         """``[B, d]`` unit-norm joint embeddings of one modality's features (or tower inputs): for retrieval.

@@ -10,8 +10,12 @@ test split. Accuracies are overall top-1 over the test images.
 
 * ``text``: ``image_top1_50`` — the same configuration trained **without** text (image modality only),
   the image-only baseline; ``fused_top1_50`` — preset ``"image-text"`` with each test image's own
-  captions (the renormalised mean of their embeddings) fused in. ``fused_top1`` — the same image+text
-  model trained on every class with captions (CUB: all 200), against ``image_top1``.
+  captions (the renormalised mean of their embeddings) fused in; ``fused_top1_50_product`` — preset
+  ``"image-text-product"`` (closed form: the image's and the text's own nearest class means multiplied,
+  :class:`~fgmm.space.modality_prior.ClassMeansPrior`). Over every class with captions (CUB: all 200),
+  against ``image_top1``: ``fused_top1`` — the product model (the better of the two on an inner
+  validation split of the training images: 77.1% vs 72.0% image only, seed 0), ``fused_top1_joint`` —
+  the ``"image-text"`` model.
 * ``retrieval`` (the ``"image-text"`` model of ``text_classes``), over the held-out captioned images:
 
   - ``*_caption`` keys (``i2t_R@1_caption``, ..., ``t2i_mAP_caption``; the headline retrieval figures,
@@ -96,14 +100,9 @@ def text_recipe(ctx: TaskContext, name: str, n_train: int):
                             drop_last=n_train > 128)
 
 
-def text_run(ctx: TaskContext, classes: list[int] | None = None, with_text: bool = True) -> TextRun:
-    """Train (once per context and arguments) the ``"image-text"`` model on the captioned training samples of
-    ``classes`` (default: ``ctx.text_classes``, else every captioned class); ``with_text=False`` trains the
-    same configuration on the images alone."""
-    classes = classes if classes is not None else ctx.text_classes
-    key = ("text_run", None if classes is None else tuple(classes), with_text)
-    if key in ctx.shared:
-        return ctx.shared[key]
+def untrained_run(ctx: TaskContext, preset: str, classes: list[int] | None) -> TextRun:
+    """A :class:`TextRun` of the untrained ``preset`` on the captioned samples of ``classes`` (``None``:
+    every captioned class)."""
     train = captioned(ctx, "train", classes)
     if len(train) == 0:
         raise DataError(ctx.dataset.root, "no training sample has both an image and a text: the text and "
@@ -113,15 +112,36 @@ def text_run(ctx: TaskContext, classes: list[int] | None = None, with_text: bool
     if len(test) == 0:
         raise DataError(ctx.dataset.root, "no held-out captioned image of a class seen in training")
     table = text_table(ctx)
-    model = ctx.model("image-text", class_names=[ctx.dataset.class_names[c] for c in local_classes],
+    model = ctx.model(preset, class_names=[ctx.dataset.class_names[c] for c in local_classes],
                       dims={"text": table.dim})
-    run = TextRun(model, local_classes, train, test, table)
+    return TextRun(model, local_classes, train, test, table)
+
+
+def product_run(ctx: TaskContext, classes: list[int] | None) -> TextRun:
+    """The ``"image-text-product"`` model (closed form) fitted on the captioned training samples of ``classes``."""
+    run = untrained_run(ctx, "image-text-product", classes)
+    tables = {"image": ModalityTable.one_per_sample(ctx.features["image"][run.train]),
+              "text": run.text.subset(run.train)}
+    run.model.fit_features(tables, run.local_labels(ctx, run.train))
+    return run
+
+
+def text_run(ctx: TaskContext, classes: list[int] | None = None, with_text: bool = True) -> TextRun:
+    """Train (once per context and arguments) the ``"image-text"`` model on the captioned training samples of
+    ``classes`` (default: ``ctx.text_classes``, else every captioned class); ``with_text=False`` trains the
+    same configuration on the images alone."""
+    classes = classes if classes is not None else ctx.text_classes
+    key = ("text_run", None if classes is None else tuple(classes), with_text)
+    if key in ctx.shared:
+        return ctx.shared[key]
+    run = untrained_run(ctx, "image-text", classes)
+    train, local_classes = run.train, run.classes
     tables = {"image": ModalityTable.one_per_sample(ctx.features["image"][train])}
     if with_text:
-        tables["text"] = table.subset(train)
+        tables["text"] = run.text.subset(train)
     name = f"text-{len(local_classes)}{'' if with_text else '-image-only'}"
     with text_recipe(ctx, name, len(train)) as recipe:
-        result = model.fit_features(tables, run.local_labels(ctx, train), train=recipe)
+        result = run.model.fit_features(tables, run.local_labels(ctx, train), train=recipe)
     if with_text and classes == ctx.text_classes:
         ctx.shared["training_history"] = ("image+text model", result.history)
     ctx.shared[key] = run
@@ -139,10 +159,12 @@ def _fused_top1(run: TextRun, ctx: TaskContext, with_text: bool = True) -> float
 @TASKS.register("text")
 def text_task(ctx: TaskContext) -> dict[str, float]:
     metrics = {"image_top1_50": _fused_top1(text_run(ctx, with_text=False), ctx, with_text=False),
-               "fused_top1_50": _fused_top1(text_run(ctx), ctx)}
+               "fused_top1_50": _fused_top1(text_run(ctx), ctx),
+               "fused_top1_50_product": _fused_top1(product_run(ctx, ctx.text_classes), ctx)}
     every = sorted({int(ctx.dataset.labels[i]) for i in captioned(ctx, "train")})
     if ctx.text_classes is not None and set(every) != set(ctx.text_classes):
-        metrics["fused_top1"] = _fused_top1(text_run(ctx, classes=every), ctx)
+        metrics["fused_top1"] = _fused_top1(product_run(ctx, every), ctx)
+        metrics["fused_top1_joint"] = _fused_top1(text_run(ctx, classes=every), ctx)
     return metrics
 
 
