@@ -10,7 +10,9 @@ per-class holdout) and writes one JSON object: the split, the 40 novel classes (
 every metric, the recipe and the wall time per stage. The model is the one :class:`fgmm.FGModel`
 (preset ``image-text-attributes``); ``--serve DIR`` also keeps the trained model with its text tower
 in ``DIR/text_novel/served`` (``fgmm index build --model DIR/text_novel/served``) and the training
-runs. ``--table`` prints the Markdown table of ``benchmarks/README.md`` from such a JSON file instead
+runs. ``--validation`` runs the same protocol without the test split, to choose a recipe: the same
+novel classes, an inner 20% per-class holdout of the training images (seed ``--seed`` + 1) as queries
+and gallery. ``--table`` prints the Markdown table of ``benchmarks/README.md`` from such a JSON file instead
 of running.
 """
 
@@ -59,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tune-steps", type=int, default=None, help="text-tower fine-tuning steps (recipe default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    parser.add_argument("--validation", action="store_true",
+                        help="inner holdout of the training images instead of the test split (recipe choice)")
     parser.add_argument("--serve", type=Path, default=None,
                         help="a new folder: keep the trained model (DIR/text_novel/served) and training runs")
     parser.add_argument("--table", type=Path, default=None, help="print the README table of a results JSON and exit")
@@ -85,6 +89,21 @@ def markdown_table(results: dict, reference: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def validation_split(ctx, seed: int) -> None:
+    """Fix the novel classes of ``ctx`` (chosen on its split), then re-split it: an inner 20% per-class
+    holdout of its training samples becomes the test part, its test samples are left out."""
+    from fgmm.data.splits import holdout_split
+    from fgmm.tasks.text_novel import novel_classes
+
+    ctx.shared["novel_classes"] = novel_classes(ctx)
+    train = ctx.indices("train")
+    inner = holdout_split(ctx.dataset.labels[train], 0.2, seed=seed)
+    split = ["excluded"] * len(ctx.dataset.samples)
+    for i, part in zip(train, inner, strict=True):
+        split[i] = part
+    ctx.dataset = replace(ctx.dataset, split=split, split_protocol=f"validation-inner-20%-seed{seed}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     console = Console()
@@ -102,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
     cache = FeatureCache(args.cache or default_cache_dir())
     ctx, stats = build_context(dataset, cache=cache, vision="efficientnet_lite2", seed=args.seed, device=args.device,
                                out_dir=args.serve, progress=False)
+    if args.validation:
+        validation_split(ctx, args.seed + 1)
     recipe = NovelTextRecipe()
     if args.tune_steps is not None:
         recipe = replace(recipe, tune_steps=args.tune_steps)
@@ -113,7 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
     novel = metrics.get("text_novel_classes", [])
     folders = dataset.meta.get("class_folders", dataset.class_names)
     results = {
-        "split": dataset.split_protocol, "n_train": len(ctx.indices("train")), "n_test": len(ctx.indices("test")),
+        "split": (f"validation: inner 20% per-class holdout (seed {args.seed + 1}) of the training images of "
+                  f"{dataset.split_protocol}" if args.validation else dataset.split_protocol),
+        "n_train": len(ctx.indices("train")), "n_test": len(ctx.indices("test")),
         "novel_class_ids": [c + 1 for c in novel], "novel_classes": [folders[c] for c in novel],
         **{k: v for k, v in metrics.items() if k != "text_novel_classes"},
         "recipe": asdict(recipe), "seconds": seconds, "tasks": tasks, "seed": args.seed,
