@@ -49,4 +49,8 @@ say "retrieval: index a folder of images, query it with an image"
 fgmm index build --images proc/images --vision efficientnet_lite0 --out photo-index
 fgmm retrieve photo-index --image proc/images/000-000.jpg -k 3 --json > hits.json
 python -c "import json; r = json.load(open('hits.json'))['results']; assert len(r) == 3 and r[0]['score'] > 0.99, r"
+say "retrieval in the trained model's space (index build --model on the run folder)"
+fgmm index build --images proc/images --model run --out model-index
+fgmm retrieve model-index --image proc/images/000-000.jpg -k 3 --json > model-hits.json
+python -c "import json; r = json.load(open('model-hits.json'))['results']; assert len(r) == 3, r"
 say "smoke test passed"
