@@ -38,6 +38,11 @@ BUILD_EXAMPLES = """Examples:
 
   fgmm index build --texts captions.txt --out caption-index            (one text per line)
 
+  fgmm index build --audio recordings/ --model bird-model --out song-index --skip-bad
+                                        (recordings, subfolders = classes, in the joint space of a model
+                                         with an audio modality, e.g. preset image-audio: then
+                                         fgmm retrieve song-index --audio clip.mp3 or --image photo.jpg)
+
   fgmm index build --images photos/ --out big-index --backend faiss --faiss-factory HNSW32
 
   fgmm index build --images photos/ --views identity,hflip --whiten-on labelled/ --out photo-index
@@ -57,6 +62,11 @@ RETRIEVE_EXAMPLES = """Examples:
   fgmm retrieve photo-index --image query.jpg --rerank kreciprocal
 
   fgmm retrieve caption-index --text "yellow breast" --json
+
+  fgmm retrieve song-index --audio clip.mp3 --grid spectrograms.png   (recordings like this one)
+
+  fgmm retrieve photo-index --audio clip.mp3                    (photos of the bird singing; the index
+                                        must be built with --model of a model with an audio modality)
 """
 
 index_app = typer.Typer(help="Build and inspect retrieval indexes (see also `fgmm retrieve`).", no_args_is_help=True)
@@ -74,6 +84,23 @@ def find_images(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise DataError(folder, f"no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    return _labelled(folder, paths)
+
+
+def find_recordings(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Audio files under ``folder`` (:data:`fgmm.audio.io.AUDIO_SUFFIXES`, recursive, sorted) and their
+    labels, as :func:`find_images`.
+
+    Raises:
+        DataError: ``folder`` is not a folder or holds no audio file.
+    """
+    from fgmm.audio.io import find_audio
+
+    return _labelled(folder, find_audio(folder))
+
+
+def _labelled(folder: Path, paths: list[Path]) -> tuple[list[Path], list[int], list[str]]:
+    """``paths`` under ``folder`` with labels from their first-level subfolder (``-1`` directly in ``folder``)."""
     groups = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None for p in paths]
     class_names = sorted({g for g in groups if g is not None})
     label_of = {name: i for i, name in enumerate(class_names)}
@@ -105,6 +132,8 @@ def build(
     out: Path = typer.Option(..., "--out", "-o", help="index folder to write"),
     images: Path | None = typer.Option(None, "--images", help="folder of images (recursive; subfolders = classes)"),
     texts: Path | None = typer.Option(None, "--texts", help="UTF-8 text file, one item per line"),
+    audio: Path | None = typer.Option(None, "--audio", help="folder of recordings (.wav/.flac/.ogg/.mp3, recursive; "
+                                                            "subfolders = classes)"),
     model: Path | None = typer.Option(None, "--model", help="a trained model (FGModel folder or `fgmm train` run "
                                                             "folder) whose joint space the index uses, for "
                                                             "cross-modal queries"),
@@ -122,12 +151,15 @@ def build(
     descriptor: Path | None = typer.Option(None, "--descriptor", help="image->image: a saved ImageDescriptor file"),
     force: bool = typer.Option(False, "--force", help="write into a non-empty folder that is not an fgmm index "
                                                       "(nothing already there is overwritten)"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="leave out (and list) image or audio files that cannot "
+                                                            "be decoded instead of failing"),
 ) -> None:
-    """Encode a folder of images or a file of texts and write a searchable index.
+    """Encode a folder of images or recordings, or a file of texts, and write a searchable index.
 
     OUT must be new, empty or an fgmm index (rebuilt in place). Item paths are stored relative to OUT, so
     the index works from any directory and when moved together with the images.
     """
+    from fgmm.audio.encoders import DEFAULT_AUDIO_MODEL
     from fgmm.cli.predict import model_folder
     from fgmm.data.folder import read_text_lines
     from fgmm.encoders import create_encoder
@@ -138,13 +170,14 @@ def build(
     from fgmm.space import FGModel
     from fgmm.space.inputs import model_encoder
 
-    if (images is None) == (texts is None):
-        raise UsageError("give exactly one of --images DIR or --texts FILE")
+    if sum(x is not None for x in (images, texts, audio)) != 1:
+        raise UsageError("give exactly one of --images DIR, --audio DIR or --texts FILE")
     claim_index_folder(out, force, reserved=RETRIEVER_FILES, write=False)  # refused before anything is encoded
-    if images is not None:  # read the inputs first: bad input fails before any model loads
-        modality, source = "image", images
-        inputs, labels, class_names = find_images(images)
-        ids = [str(p.relative_to(images)) for p in inputs]
+    if images is not None or audio is not None:  # read the inputs first: bad input fails before any model loads
+        modality, source, find = ("image", images, find_images) if images is not None else (
+            "audio", audio, find_recordings)
+        inputs, labels, class_names = find(source)
+        ids = [str(p.relative_to(source)) for p in inputs]
     else:
         modality, source = "text", texts
         inputs, labels, class_names = read_text_lines(texts), None, []
@@ -153,8 +186,11 @@ def build(
     fitted = FGModel.from_pretrained(model_folder(model)) if model is not None else None
     _quiet_transformers()
     specs = {"image": ("vision", vision, {} if image_size is None else {"image_size": image_size}),
-             "text": ("text", text_model, {})}
+             "text": ("text", text_model, {}), "audio": ("audio", DEFAULT_AUDIO_MODEL, {})}
     if fitted is not None:  # the model's own encoders, checked against the ones it was fitted with
+        if modality not in fitted.modalities:
+            raise UsageError(f"the model {model} has no '{modality}' modality (it has {fitted.modalities}): give a "
+                             f"model with one (e.g. preset 'image-audio'), or no --model for {modality} -> {modality}")
         wanted = sorted(set(fitted.modalities) & set(specs))
         encoders = {m: model_encoder(fitted, m) for m in wanted}
         specs.update({m: (specs[m][0], fitted.config.modalities[m].encoder or encoders[m].name,
@@ -173,11 +209,15 @@ def build(
                                 encoder_options={m: specs[m][2] for m in wanted},
                                 backend_options={"factory": faiss_factory} if backend == "faiss" else {},
                                 cache=features, descriptor=image_descriptor,
-                                extra={"source": str(source.resolve())}, progress=True)
+                                extra={"source": str(source.resolve())}, progress=True, skip_bad=skip_bad)
     retriever.save(out, force)
     info = retriever.index.info
     console.print(f"indexed {len(retriever.index)} {info.modality} items ({info.dim}-d, {info.space_name}, "
                   f"{info.backend}) into {out}")
+    for path, problem in retriever.skipped:
+        err_console.print(f"skipped {path}: {problem}")
+    if retriever.skipped:
+        err_console.print(f"skipped {len(retriever.skipped)} unreadable {modality} file(s) (--skip-bad)")
 
 
 def _labelled_images(folder: Path) -> tuple[list[Path], list[int]]:
@@ -253,6 +293,9 @@ def retrieve(
     index_option: Path | None = typer.Option(None, "--index", help="same as INDEX (the older form)"),
     text: str | None = typer.Option(None, "--text", help="query sentence"),
     image: Path | None = typer.Option(None, "--image", help="query image file"),
+    audio: Path | None = typer.Option(None, "--audio", help="query recording (.wav/.flac/.ogg/.mp3); the index "
+                                                            "needs a model with an audio modality unless it "
+                                                            "holds recordings"),
     k: int = typer.Option(5, "-k", "--k", min=1, help="number of results"),
     grid: Path | None = typer.Option(None, "--grid", help="also save the results as a picture (PNG)"),
     as_json: bool = typer.Option(False, "--json", help="print the results as JSON to stdout"),
@@ -262,23 +305,25 @@ def retrieve(
                                       callback=names_of("re-ranker", _rerankers)),
     force: bool = typer.Option(False, "--force", help="overwrite an existing --grid picture"),
 ) -> None:
-    """Query an index with a sentence or an image; print ids, scores and classes (optionally a picture)."""
+    """Query an index with a sentence, an image or a recording; print ids, scores and classes (optionally a
+    picture: thumbnails, or spectrograms for an audio query against recordings)."""
     from fgmm.errors import UsageError
     from fgmm.ownership import check_new_file
-    from fgmm.retrieval import Retriever, result_grid
+    from fgmm.retrieval import Retriever
 
     index = one_path(index, index_option, "index", "as the first argument: fgmm retrieve INDEX ...")
-    if (text is None) == (image is None):
-        raise UsageError("give exactly one of --text SENTENCE or --image FILE")
+    if sum(x is not None for x in (text, image, audio)) != 1:
+        raise UsageError("give exactly one of --text SENTENCE, --image FILE or --audio FILE")
     if grid is not None:
         check_new_file(grid, force, what="picture (--grid)")
     if rerank is not None:
         from fgmm.retrieval.rerank import RERANKERS
 
         RERANKERS.get(rerank)  # an unknown name fails before any model loads
-    modality, query = ("text", text) if text is not None else ("image", image)
-    if image is not None and not image.is_file():
-        raise DataError(image, "query image not found")
+    modality, query = ("text", text) if text is not None else ("image", image) if image is not None else (
+        "audio", audio)
+    if modality != "text" and not query.is_file():
+        raise DataError(query, f"query {modality} not found")
     _quiet_transformers()
     retriever = Retriever.load(index, cache=feature_cache(cache), modalities=[modality])
     result = retriever.search(modality, [query], k, rerank=rerank)
@@ -294,5 +339,22 @@ def retrieve(
             table.add_row(str(row["rank"]), f"{row['score']:.3f}", row["class"], item)
         console.print(table)
     if grid is not None:
-        result_grid(result, query_text=text, query_image=image, out=grid)
+        _picture(result, modality, query, retriever.index.info.modality, grid)
         (err_console if as_json else console).print(f"picture of the results: {grid}")
+
+
+def _picture(result, modality: str, query, items: str, out: Path) -> None:
+    """``--grid``: spectrograms of an audio query and its recordings (:func:`fgmm.audio.plot.spectrogram_figure`),
+    else thumbnails / texts (:func:`fgmm.retrieval.result_grid`; a recording shows as its name)."""
+    from fgmm.retrieval import result_grid
+
+    if items == "audio" and modality == "audio":
+        from fgmm.audio.plot import Panel, spectrogram_figure
+
+        hits = [Panel(row["path"], f"#{row['rank']}  {row['score']:.3f}  {row['class'] or row['id']}")
+                for row in result.rows(0)]
+        spectrogram_figure(Panel(query, f"query: {Path(query).name}"), hits, out)
+        return
+    captions = {"text": str(query), "audio": f"recording: {Path(query).name}"}
+    result_grid(result, query_text=captions.get(modality), query_image=query if modality == "image" else None,
+                out=out)

@@ -2,9 +2,10 @@
 
 A :class:`Retriever` bundles an :class:`~fgmm.retrieval.index.EmbeddingIndex` with the encoders
 (and, for cross-modal search, the :class:`fgmm.FGModel` whose joint space it searches) that define its
-embedding space, so that it can take a sentence or an image file as a query. Without a model the
+embedding space, so that it can take a sentence, an image file or a recording as a query. Without a model the
 space is that of the index's own encoder, and only queries of the same modality make sense
-(image -> image, text -> text); with one, any modality the model projects can query.
+(image -> image, text -> text, audio -> audio); with one, any modality the model projects can query
+(a recording against photos, a photo against recordings: the model's joint space aligns them by class).
 
 Saved folder = the index files plus::
 
@@ -41,6 +42,10 @@ RETRIEVER_FILES = (RETRIEVER_FILE, MODEL_DIR, DESCRIPTOR_FILE)
 FEATURE_EXTRACTORS: Registry[torch.Tensor] = Registry("query modality")
 """``modality -> fn(encoder, inputs, cache, progress=False) -> [N, d_m]`` raw encoder features of that
 modality's inputs (``progress``: a tqdm bar while encoding many of them, e.g. ``fgmm index build``)."""
+
+UNREADABLE: Registry[list[tuple[int, str]]] = Registry("modality with files")
+"""``modality -> fn(inputs) -> [(position, problem), ...]``: the input files of that modality that cannot be
+decoded (``Retriever.build(..., skip_bad=True)`` leaves them out and lists them)."""
 
 #: texts encoded per progress-bar update when texts are encoded without a cache
 TEXT_CHUNK = 256
@@ -85,6 +90,40 @@ def text_features(encoder: Encoder, texts: Sequence[str], cache: Any = None, pro
     return torch.cat(parts)
 
 
+@FEATURE_EXTRACTORS.register("audio")
+def audio_features(encoder: Encoder, paths: Sequence[str | Path], cache: Any = None,
+                   progress: bool = False) -> torch.Tensor:
+    """Features of recordings: the encoder's selected windows pooled per recording, exactly as the
+    model's ``audio`` featurizer computes them (through the feature cache when one is given)."""
+    from fgmm.audio.features import encode_recordings
+
+    result = encode_recordings(encoder, list(paths), cache, progress=progress)
+    return result.pooled(encoder.pooling).float()
+
+
+@UNREADABLE.register("image")
+def unreadable_images(paths: Sequence[str | Path]) -> list[tuple[int, str]]:
+    """Image files that cannot be decoded (missing, corrupt, too large)."""
+    from fgmm.data.images import load_image
+
+    problems = []
+    for i, path in enumerate(paths):
+        try:
+            load_image(path)
+        except DataError as exc:
+            problems.append((i, exc.problem))
+    return problems
+
+
+@UNREADABLE.register("audio")
+def unreadable_audio(paths: Sequence[str | Path]) -> list[tuple[int, str]]:
+    """Recordings that cannot be decoded (corrupt, empty, silent, absurd sample rate):
+    :func:`fgmm.audio.io.scan_audio`."""
+    from fgmm.audio.io import scan_audio
+
+    return [(i, scan.problem) for i, scan in enumerate(scan_audio(paths)) if scan.problem is not None]
+
+
 class Retriever:
     """An index plus the encoders (and model) that put queries into its space.
 
@@ -93,7 +132,8 @@ class Retriever:
         encoders: encoder per modality (``"image"``, ``"text"``, ...) able to read raw inputs.
         model: the :class:`fgmm.FGModel` projecting encoder features into its joint space, or ``None``.
         encoder_options: keyword arguments each encoder was created with (saved, so that
-            :meth:`load` can re-create it with ``create_encoder(encoder.modality, name, **options)``).
+            :meth:`load` can re-create it with ``create_encoder(encoder.modality, name, **options)``);
+            default for a modality of ``model``: the options of the model's config.
         cache: optional :class:`fgmm.cache.FeatureCache` for encoder features.
         descriptor: for an image index without a model, an :class:`~fgmm.retrieval.descriptor.ImageDescriptor`
             (test-time views, whitening, metric head) applied to the image encoder's features.
@@ -116,7 +156,12 @@ class Retriever:
         self.encoders = dict(encoders)
         self.model = model.eval() if model is not None else None
         self.encoder_options = {m: dict(o) for m, o in (encoder_options or {}).items()}
+        for m in self.encoders.keys() - self.encoder_options.keys():  # a model's encoders: as its config makes them
+            if self.model is not None and m in self.model.config.modalities:
+                self.encoder_options[m] = dict(self.model.config.modalities[m].encoder_options)
         self.cache = cache
+        self.skipped: list[tuple[str, str]] = []
+        """``(input, problem)`` of the inputs :meth:`build` left out (``skip_bad=True``)."""
         self._check_model()
         self._space = space_of(self.encoders, self.model, index.info.modality, descriptor)
         index.check_space(*self._space)
@@ -144,12 +189,18 @@ class Retriever:
               backend: str = "torch", backend_options: Mapping[str, Any] | None = None,
               encoder_options: Mapping[str, Mapping[str, Any]] | None = None, cache: Any = None,
               extra: Mapping[str, Any] | None = None, descriptor: ImageDescriptor | None = None,
-              progress: bool = False) -> Retriever:
-        """Encode ``inputs`` of ``modality`` (image paths or texts) and index them.
+              progress: bool = False, skip_bad: bool = False) -> Retriever:
+        """Encode ``inputs`` of ``modality`` (image paths, texts or audio paths) and index them.
 
-        ``paths`` defaults to ``inputs`` for images and ``texts`` to ``inputs`` for texts, so that
-        results can be shown. ``progress`` shows a bar while the inputs are encoded.
+        ``paths`` defaults to ``inputs`` for images and recordings and ``texts`` to ``inputs`` for texts,
+        so that results can be shown. ``progress`` shows a bar while the inputs are encoded. With
+        ``skip_bad``, files that cannot be decoded (:data:`UNREADABLE`) are left out of the index and listed
+        in the retriever's ``skipped``; otherwise the first one raises a one-line :class:`DataError`.
         """
+        if model is not None and modality not in model.config.modalities:
+            raise ConfigError(f"the model has no '{modality}' modality (it has {model.modalities}), so it cannot "
+                              f"index {modality} items; use a model with one (e.g. preset 'image-audio' for "
+                              "recordings)")
         if modality not in encoders:
             raise ConfigError(f"no encoder for modality '{modality}' (encoders: {sorted(encoders)})")
         space, space_name = space_of(encoders, model, modality, descriptor)
@@ -159,10 +210,19 @@ class Retriever:
                          extra=dict(extra or {}))
         index = EmbeddingIndex(info)
         retriever = cls(index, encoders, model, encoder_options, cache, descriptor)
-        if paths is None and modality == "image":
+        if paths is None and modality in UNREADABLE:
             paths = [str(p) for p in inputs]
         if texts is None and modality == "text":
             texts = list(inputs)
+        columns = [list(inputs), list(ids), labels, paths, texts]
+        if skip_bad and modality in UNREADABLE:
+            bad = dict(UNREADABLE.get(modality)(columns[0]))
+            retriever.skipped = [(str(columns[0][i]), problem) for i, problem in sorted(bad.items())]
+            columns = [c if c is None else [x for i, x in enumerate(c) if i not in bad] for c in columns]
+            if not columns[0]:
+                raise DataError(None, f"none of the {len(inputs)} {modality} inputs could be read (first: "
+                                      f"{retriever.skipped[0][0]}: {retriever.skipped[0][1]})")
+        inputs, ids, labels, paths, texts = columns
         index.add(retriever.embed(modality, inputs, progress=progress), ids, labels, paths, texts)
         return retriever
 
@@ -176,6 +236,9 @@ class Retriever:
                 f"this index holds {own} features of '{self.encoders[own].name}' without a model, so it can "
                 f"only be queried with {own}; build it with a model (fgmm index build --model MODEL_DIR) for "
                 "cross-modal queries")
+        if self.model is not None and modality not in self.model.config.modalities:
+            raise ConfigError(f"this index's model has no '{modality}' modality (it has {self.model.modalities}), "
+                              f"so it cannot be queried with {modality}; build the index with a model that has one")
         if modality not in self.encoders:
             raise ConfigError(f"this index cannot be queried with {modality}: it has encoders for "
                               f"{sorted(self.encoders)}")
@@ -188,7 +251,7 @@ class Retriever:
         return features if self.model is None else self.model.embed(modality, features.to(self.model.gamma.device))
 
     def search(self, modality: str, inputs: Sequence[Any], k: int = 10, rerank: Any = None) -> SearchResult:
-        """Top-``k`` items for each query (image paths or texts), optionally re-ranked by ``rerank``
+        """Top-``k`` items for each query (image paths, texts or audio paths), optionally re-ranked by ``rerank``
         (a name or instance of :data:`fgmm.retrieval.rerank.RERANKERS`)."""
         queries = self.embed(modality, inputs)
         if rerank is None:
