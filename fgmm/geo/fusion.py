@@ -21,6 +21,7 @@ r"""Combining an image classifier with a geo/time prior.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -76,7 +77,8 @@ class LearnedPriorFusion(nn.Module):
     def fit(self, image_logits: torch.Tensor, prior_log_probs: torch.Tensor | Sequence[torch.Tensor],
             geo: torch.Tensor, labels: torch.Tensor, l2: float = 1e-3, iterations: int = 100) -> LearnedPriorFusion:
         """Fit the scalars by L-BFGS on cross-entropy (plus ``l2`` times the weights' squared distance to the
-        product rule's values; the floors are free) over held-out images; returns ``self`` in eval mode."""
+        product rule's values; the floors are free) over held-out images; returns ``self`` in eval mode. When
+        the optimisation diverges (too few held-out images) the product rule's values are kept, with a warning."""
         start = {name: p.detach().clone() for name, p in self.named_parameters()}
         optimizer = torch.optim.LBFGS([p for p in self.parameters() if p.requires_grad], max_iter=iterations,
                                       line_search_fn="strong_wolfe")
@@ -90,7 +92,17 @@ class LearnedPriorFusion(nn.Module):
             return loss
 
         self.train()
-        optimizer.step(closure)
+        try:
+            optimizer.step(closure)
+            diverged = not all(bool(torch.isfinite(p).all()) for p in self.parameters())
+        except RuntimeError:  # L-BFGS overflowed: a few separable held-out images let the weights run away
+            diverged = True
+        if diverged:
+            with torch.no_grad():
+                for name, p in self.named_parameters():
+                    p.copy_(start[name])
+            warnings.warn(f"the learned geo fusion diverged on {len(labels)} held-out images; it keeps the "
+                          "product rule's values", stacklevel=2)
         return self.eval()
 
     def extra_repr(self) -> str:
