@@ -10,22 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import typer
 from PIL import Image
-from typer.testing import CliRunner
+from test_retrieve_cli import invoke, offline  # noqa: F401  (the CLI app; offline: autouse)
 
-from fgmm.cli.retrieve import RETRIEVE_EXAMPLES, index_app, retrieve
 from fgmm.data.procedural import synthesize_song
 from fgmm.data.sample import Sample
 from fgmm.errors import ConfigError
 from fgmm.retrieval import Retriever
 from fgmm.space import create_model
 from fgmm.space.inputs import model_encoder
-
-app = typer.Typer()
-app.add_typer(index_app, name="index")
-app.command("retrieve", epilog=RETRIEVE_EXAMPLES)(retrieve)
-runner = CliRunner()
 
 RATE = 16_000
 CLASSES = ["low", "mid", "high"]
@@ -35,17 +28,6 @@ COLOURS = [(200, 30, 30), (30, 30, 200), (30, 180, 30)]
 SMALL = {"encoder_options": {"n_mels": 64, "windows": {"seconds": 1.0, "hop_seconds": 0.5, "max_windows": 2}}}
 """The small front end of tests/test_audio_model.py: a faster test."""
 VISION = {"encoder": "efficientnet_lite0", "projection": "whiten", "projection_options": {"shrinkage": 1.0}}
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
