@@ -15,7 +15,7 @@ from test_retrieve_cli import invoke, offline  # noqa: F401  (the CLI app; offli
 
 from fgmm.data.procedural import synthesize_song
 from fgmm.data.sample import Sample
-from fgmm.errors import ConfigError
+from fgmm.errors import ConfigError, DataError
 from fgmm.retrieval import Retriever
 from fgmm.space import create_model
 from fgmm.space.inputs import model_encoder
@@ -151,3 +151,20 @@ def test_bad_recordings_fail_in_one_line_or_are_skipped_and_listed(media: Path, 
     assert "broken.mp3" in skipped.output and "silent.ogg: silent recording" in skipped.output
     missing = invoke("retrieve", tmp_path / "b", "--audio", tmp_path / "nothing.mp3")
     assert missing.exit_code != 0 and "nothing.mp3: query audio not found" in missing.output
+
+
+def test_skip_bad_applies_to_image_folders_too(media: Path, models: dict[str, Path], tmp_path: Path):
+    folder = tmp_path / "photos"
+    (folder / "low").mkdir(parents=True)
+    (folder / "low" / "photo0.jpg").write_bytes((media / "photos" / "low" / "photo0.jpg").read_bytes())
+    (folder / "low" / "broken.jpg").write_bytes(b"not a jpeg")
+    built = invoke("index", "build", "--images", folder, "--model", models["image"], "--out", tmp_path / "i",
+                   "--skip-bad")
+    assert built.exit_code == 0, built.output
+    assert "indexed 1 image items" in built.output and "broken.jpg" in built.output
+    from fgmm.space import FGModel
+
+    model = FGModel.from_pretrained(models["image"])
+    with pytest.raises(DataError, match="none of the 1 image inputs could be read"):
+        Retriever.build("image", [folder / "low" / "broken.jpg"], ["b"], encoders={"image": model_encoder(
+            model, "image")}, model=model, skip_bad=True)

@@ -214,7 +214,7 @@ class Retriever:
             paths = [str(p) for p in inputs]
         if texts is None and modality == "text":
             texts = list(inputs)
-        columns = [list(inputs), list(ids), labels, paths, texts]
+        columns = [list(inputs), list(ids), None if labels is None else [int(y) for y in labels], paths, texts]
         if skip_bad and modality in UNREADABLE:
             bad = dict(UNREADABLE.get(modality)(columns[0]))
             retriever.skipped = [(str(columns[0][i]), problem) for i, problem in sorted(bad.items())]
