@@ -227,3 +227,5 @@ def test_product_of_experts_fits_the_text_classifier_with_the_model(toy, tmp_pat
     model.save_pretrained(tmp_path / "product")
     loaded = FGModel.from_pretrained(tmp_path / "product")
     assert torch.equal(loaded.logits(both), model.logits(both))
+    with pytest.raises(ConfigError, match="'text' modality has no embedding"):
+        model.embed("text", toy["text"])  # nothing to search with: retrieval needs a joint space

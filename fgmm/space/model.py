@@ -206,6 +206,10 @@ class FGModel(nn.Module):
         """
         if modality not in self.projections:
             raise ConfigError(f"the model has no modality '{modality}'; it has {self.modalities}")
+        if self.config.modalities[modality].projection == "none":
+            raise ConfigError(f"the model's '{modality}' modality has no embedding (projection 'none': it scores "
+                              "classes through its prior only); retrieval needs a learned or closed-form projection "
+                              "of it, e.g. preset 'image-text'")
         return self.projections[modality](self._features(modality, {modality: features}))
 
     def _embeddings(self, batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
