@@ -156,7 +156,7 @@ RERANKINGS: dict[str, dict[str, Any]] = {
 }
 """The re-rankers compared; k, alpha, k1, k2 and lambda chosen on the validation folds with whitened features."""
 
-RECIPE = Variant("flip+whiten", "kreciprocal")
+RECIPE = Variant("mirror-gem+whiten", "kreciprocal")
 """The variant ``benchmarks/image_retrieval.py`` selected by Recall@1 on the validation split."""
 BASELINE = Variant("knn", "none")
 
