@@ -26,7 +26,7 @@ from fgmm.report import (
 )
 from fgmm.tasks import TASKS, run_tasks
 
-DEMO_TASKS: tuple[str, ...] = ("image", "kg", "zsl", "text", "retrieval", "noise", "audio", "geo")
+DEMO_TASKS: tuple[str, ...] = ("image", "kg", "zsl", "text", "retrieval", "noise", "audio_default", "geo")
 #: tasks that evaluate on classes without training images (they need ``unseen_classes >= 1``)
 ZERO_SHOT_TASKS: tuple[str, ...] = ("zsl", "zsl_gnn")
 #: per class: a training, a validation and a test image at least
