@@ -36,7 +36,7 @@ from fgmm.data import load_dataset
 from fgmm.data.sample import MultiModalDataset
 from fgmm.data.splits import holdout_split
 from fgmm.errors import ConfigError, DataError
-from fgmm.io import atomic_write
+from fgmm.io import write_csv_atomic
 from fgmm.pipeline import default_cache_dir
 from fgmm.report import plot_confusion, plot_per_class_accuracy, plot_training_curve, write_json_atomic
 from fgmm.space import FGModel, create_model, model_config
@@ -280,19 +280,14 @@ def write_label_decisions(judgement, train: MultiModalDataset, run_dir: Path) ->
     from fgmm.filters import Decision
 
     names = train.class_names
-    rows = ["id,image,given,suggested,decision,score"]
+    rows = []
     for row, position in enumerate(judgement.positions):
         sample = train[int(position)]
-        fields = [sample.id, str(sample.image or ""), names[sample.label],
-                  names[int(judgement.filter.suggested[row])], Decision(judgement.filter.decisions[row]).name.lower(),
-                  f"{float(judgement.filter.scores[row]):.6f}"]
-        rows.append(",".join(_csv_field(f) for f in fields))
-    atomic_write(run_dir / "label_decisions.csv", lambda f: f.write(("\n".join(rows) + "\n").encode()))
+        suggested, decision = int(judgement.filter.suggested[row]), Decision(judgement.filter.decisions[row])
+        rows.append([sample.id, str(sample.image or ""), names[sample.label], names[suggested],
+                     decision.name.lower(), f"{float(judgement.filter.scores[row]):.6f}"])
+    write_csv_atomic(run_dir / "label_decisions.csv", ["id", "image", "given", "suggested", "decision", "score"], rows)
     write_json_atomic(run_dir / "filter.json", judgement.summary())
-
-
-def _csv_field(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
 def _model_dir(run_dir: Path) -> Path:

@@ -7,9 +7,11 @@ temporaries of processes that are no longer running (:func:`remove_stale_tempora
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -93,3 +95,16 @@ def write_bytes_atomic(path: str | Path, data: bytes | str) -> Path:
     """Atomically write ``data`` (``str`` is encoded as UTF-8) to ``path``; returns the path."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
     return atomic_write(path, lambda handle: handle.write(payload))
+
+
+def write_csv_atomic(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """Atomically write a UTF-8 CSV (``csv.writer``, ``\\n`` line ends): ``header`` then ``rows``; returns the path."""
+    def write(handle: BinaryIO) -> None:
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        text.flush()
+        text.detach()
+
+    return atomic_write(path, write)

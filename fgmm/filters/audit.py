@@ -22,7 +22,6 @@ later audits reuse it) and holds ``[N, d]`` features.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -43,7 +42,7 @@ from fgmm.data.sample import MultiModalDataset
 from fgmm.errors import ConfigError, DataError
 from fgmm.filters.base import OPEN_SET, Decision, FilterResult
 from fgmm.filters.hashing import HASHES, UnionFind, near_duplicate_pairs
-from fgmm.io import atomic_write, write_bytes_atomic
+from fgmm.io import write_bytes_atomic, write_csv_atomic
 
 SUMMARY_FILE = "audit.json"  # the folder itself carries fgmm's ownership marker (fgmm.ownership)
 AUDIT_FILES = ("label_issues.csv", "duplicates.csv", "corrupt.csv", "contact_sheet.png", "duplicates.png",
@@ -163,18 +162,6 @@ def _claim_out_dir(root: Path, out_dir: Path, force: bool) -> None:
         raise ConfigError(f"{out_dir}: the audit never writes into the dataset folder {root}; choose an "
                           "output folder outside it (--out)")
     claim_folder(out_dir, "audit", force=force, reserved=AUDIT_FILES, what="audit folder (--out)")
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Iterator[Sequence[Any]] | list[Sequence[Any]]) -> None:
-    def write(handle) -> None:
-        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-        text.flush()
-        text.detach()
-
-    atomic_write(path, write)
 
 
 def _split_of(dataset: MultiModalDataset, i: int) -> str:
@@ -309,15 +296,16 @@ def audit_dataset(root: str | Path, out_dir: str | Path, config: AuditConfig | N
     corrupt = [(dataset[i].id, str(dataset[i].image), s.problem) for i, s in zip(with_image, scans, strict=True)
                if s.problem is not None]
     report.corrupt = len(corrupt)
-    _write_csv(out_dir / "corrupt.csv", ["id", "image", "problem"], corrupt)
+    write_csv_atomic(out_dir / "corrupt.csv", ["id", "image", "problem"], corrupt)
     groups = duplicate_groups(dataset, good, good_scans, config.max_distance)
     report.exact_duplicate_groups = sum(g["kind"] == "exact" for g in groups)
     report.near_duplicate_groups = sum(g["kind"] == "near" for g in groups)
     report.leaking_groups = sum(g["leak"] for g in groups)
-    _write_csv(out_dir / "duplicates.csv", ["group", "kind", "max_distance", "leak", "id", "image", "split", "label"],
-               ([n, g["kind"], g["distance"], int(g["leak"]), dataset[i].id, str(dataset[i].image),
-                 _split_of(dataset, i), _class_name(dataset, dataset[i].label)]
-                for n, g in enumerate(groups) for i in g["members"]))
+    write_csv_atomic(out_dir / "duplicates.csv",
+                     ["group", "kind", "max_distance", "leak", "id", "image", "split", "label"],
+                     ([n, g["kind"], g["distance"], int(g["leak"]), dataset[i].id, str(dataset[i].image),
+                       _split_of(dataset, i), _class_name(dataset, dataset[i].label)]
+                      for n, g in enumerate(groups) for i in g["members"]))
     leaks = [g for g in groups if g["leak"]][: max(1, config.top // 2)]
     files = ["corrupt.csv", "duplicates.csv"]
     if leaks:
@@ -334,12 +322,13 @@ def audit_dataset(root: str | Path, out_dir: str | Path, config: AuditConfig | N
         report.label_issues, report.relabel, report.drop = int(result.flagged.sum()), counts["relabel"], counts["drop"]
         report.estimated_noise_rate = result.info.get("noise_rate")
         order = np.lexsort((-result.scores, ~result.flagged))
-        _write_csv(out_dir / "label_issues.csv",
-                   ["rank", "id", "image", "split", "given_label", "suggested_label", "decision", "score"],
-                   ([rank + 1, dataset[indices[k]].id, str(dataset[indices[k]].image), _split_of(dataset, indices[k]),
-                     _class_name(dataset, dataset[indices[k]].label),
-                     _class_name(dataset, int(result.suggested[k])), Decision(int(result.decisions[k])).name.lower(),
-                     f"{result.scores[k]:.4f}"] for rank, k in enumerate(order)))
+        write_csv_atomic(out_dir / "label_issues.csv",
+                         ["rank", "id", "image", "split", "given_label", "suggested_label", "decision", "score"],
+                         ([rank + 1, dataset[indices[k]].id, str(dataset[indices[k]].image),
+                           _split_of(dataset, indices[k]), _class_name(dataset, dataset[indices[k]].label),
+                           _class_name(dataset, int(result.suggested[k])),
+                           Decision(int(result.decisions[k])).name.lower(), f"{result.scores[k]:.4f}"]
+                          for rank, k in enumerate(order)))
         worst = [k for k in order[: config.top] if result.flagged[k]]
         contact_sheet([(dataset[indices[k]].image,
                         [f"#{rank + 1} {Decision(int(result.decisions[k])).name.lower()} ({result.scores[k]:.2f})",
