@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fgmm.data.splits import holdout_split
 from fgmm.errors import ConfigError
+from fgmm.space.class_sources import class_means
 from fgmm.space.fitting import best_scale
 from fgmm.space.projections import FeatureWhitening
 
@@ -52,10 +52,9 @@ class ClassMeansPrior(nn.Module):
 
     def _fit_means(self, features: Tensor, labels: Tensor) -> None:
         self.whitening.fit(features, labels)
-        z = self.whitening(features).double()
-        sums = torch.zeros(self.means.shape, dtype=torch.float64).index_add_(0, labels, z)
-        self.means.copy_(F.normalize(sums, dim=1).float())
-        self.present.copy_(torch.bincount(labels, minlength=len(self.means)) > 0)
+        means, present = class_means(self.whitening(features), labels, len(self.means))
+        self.means.copy_(means)
+        self.present.copy_(present)
 
     def _cosines(self, features: Tensor) -> Tensor:
         cosines = self.whitening(features) @ self.means.T
