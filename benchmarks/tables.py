@@ -47,10 +47,15 @@ class Table:
     delta: bool = False
 
 
+def _scale_digits(fmt: str) -> tuple[float, int]:
+    """How a value of format ``fmt`` prints: percentages x100 with one decimal, fractions with three."""
+    return (100.0, 1) if fmt == "pct" else (1.0, 3)
+
+
 def _value(results: dict, key: str, fmt: str) -> str:
     if key not in results:
         return "–"
-    scale, digits = (100.0, 1) if fmt == "pct" else (1.0, 3)
+    scale, digits = _scale_digits(fmt)
     mean = float(results[key]) * scale
     sd = results.get("sd", {}).get(key)
     text = f"{mean:.{digits}f}"
@@ -77,8 +82,7 @@ def render(table: Table) -> str:
         cells = [row.label, f"`{row.key}`", *(_value(d, row.key, row.fmt) for d in data)]
         if table.delta:
             present = [d for d in data if row.key in d]
-            scale = 100.0 if row.fmt == "pct" else 1.0
-            digits = 1 if row.fmt == "pct" else 3
+            scale, digits = _scale_digits(row.fmt)
             cells.append(f"{(float(data[-1][row.key]) - float(data[0][row.key])) * scale:+.{digits}f}"
                          if len(present) == len(data) else "–")
         if table.references:
