@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 
 import fgmm.tasks.all  # noqa: F401  (registers every task)
@@ -30,7 +29,7 @@ from fgmm.cache import FeatureCache
 from fgmm.data.cub import CUB_CAPTION_CLASS_IDS, load_cub
 from fgmm.errors import FgmmError
 from fgmm.pipeline import build_context, default_cache_dir
-from fgmm.report import results_table, write_json_atomic
+from fgmm.report import results_table, summarize_seeds, write_json_atomic
 from fgmm.tasks import TASKS, run_tasks
 
 DEFAULT_TASKS = ("image", "kg", "zsl", "zsl_ps", "text", "retrieval", "image_retrieval", "noise")
@@ -74,16 +73,6 @@ def run_seed(args: argparse.Namespace, seed: int, tasks: list[str], cache: Featu
             "seed": seed}
 
 
-def summarize(per_seed: dict[int, dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean and sample standard deviation over the seeds of every number that every seed reports."""
-    runs = list(per_seed.values())
-    numeric = [k for k, v in runs[0].items() if isinstance(v, int | float) and not isinstance(v, bool)
-               and k != "seed" and all(isinstance(r.get(k), int | float) for r in runs)]
-    values = {k: np.array([float(r[k]) for r in runs]) for k in numeric}
-    return ({k: float(v.mean()) for k, v in values.items()},
-            {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()})
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     console = Console()
@@ -95,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     if len(per_seed) == 1:
         results = {**next(iter(per_seed.values())), "tasks": tasks}
     else:
-        mean, sd = summarize(per_seed)
+        mean, sd = summarize_seeds(per_seed)
         first = per_seed[args.seeds[0]]
         results = {**mean, "split": first["split"].replace(f"seed{args.seeds[0]}", "seed{seed}"),
                    "seeds": args.seeds, "mean": mean, "sd": sd, "per_seed": {str(k): v for k, v in per_seed.items()},

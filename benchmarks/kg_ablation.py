@@ -18,12 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fgmm.cache import FeatureCache
 from fgmm.data.cub import CUB_CAPTION_CLASS_IDS, load_cub
 from fgmm.pipeline import build_context
-from fgmm.report import write_json_atomic
+from fgmm.report import summarize_seeds, write_json_atomic
 from fgmm.space import ModalityTable
 from fgmm.tasks import TaskContext
 from fgmm.tasks.kg import task_graph
@@ -70,12 +68,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     per_seed = {str(seed): run_seed(args.root, FeatureCache(args.cache), seed) for seed in seeds}
-    values = {name: np.array([run[name] for run in per_seed.values()]) for name in VARIANTS}
+    mean, sd = summarize_seeds(per_seed)
     output = {
         "protocol": "zsl: 150 seen classes train, all images of the 50 caption classes test; zsl_unseen50_top1",
         "split": "holdout-20%-per-class-seed{seed}", "seeds": seeds, "per_seed": per_seed,
-        **{f"zsl_{name}": float(v.mean()) for name, v in values.items()},
-        "sd": {f"zsl_{name}": float(v.std(ddof=1)) if len(v) > 1 else 0.0 for name, v in values.items()},
+        **{f"zsl_{name}": mean[name] for name in VARIANTS},
+        "sd": {f"zsl_{name}": sd[name] for name in VARIANTS},
     }
     write_json_atomic(args.out, output)
     for name in VARIANTS:

@@ -71,6 +71,17 @@ def results_table(metrics: Mapping[str, Any], title: str = "fgmm results"):
     return table
 
 
+def summarize_seeds(per_seed: Mapping[Any, Mapping[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and sample standard deviation over the seeds of every number that every seed reports
+    (``seed`` itself and booleans left out; sd 0 for a single seed)."""
+    runs = list(per_seed.values())
+    numeric = [k for k, v in runs[0].items() if isinstance(v, int | float) and not isinstance(v, bool)
+               and k != "seed" and all(isinstance(r.get(k), int | float) for r in runs)]
+    values = {k: np.array([float(r[k]) for r in runs]) for k in numeric}
+    return ({k: float(v.mean()) for k, v in values.items()},
+            {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()})
+
+
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     """Write ``data`` as indented JSON atomically (never half-written)."""
     return write_bytes_atomic(path, json.dumps(data, indent=2, default=_json_default) + "\n")
