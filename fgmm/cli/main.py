@@ -154,7 +154,8 @@ def train(
         print_json(result)
         return
     best = result["best_val_top1"]
-    summary = f"trained {result['steps']} steps ({result['stop_reason']})"
+    summary = (f"trained {result['steps']} steps ({result['stop_reason']})" if result["steps"]
+               else "fitted in closed form (no gradient step)")
     console.print(summary + (f"; best validation top-1 {100 * best:.1f}%" if best is not None else ""))
     console.print(f"run folder: {result['run_dir']}  (evaluate: fgmm evaluate {result['run_dir']}; "
                   f"predict: fgmm predict {result['run_dir']} IMAGE)")
