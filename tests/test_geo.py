@@ -6,6 +6,7 @@ Everything is generated here (tiny record sets, a JPEG with EXIF); no real data,
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -130,6 +131,23 @@ def test_learned_fusion_learns_to_trust_the_prior(toy_prior: GeoPrior) -> None:
     fused = fusion(image, toy_prior.predict(geo), geo)
     assert (fused.argmax(1) == labels).float().mean() == 1.0
     assert fusion.prior_weight.item() > 0
+
+
+def test_learned_fusion_fits_when_the_image_model_cannot_score_some_classes() -> None:
+    """Unseen classes come as -inf image logits: the fit must not turn them into NaN (0·inf gradients)."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    image = torch.randn(60, 4, generator=generator) + 2.0 * torch.nn.functional.one_hot(labels, 4)
+    image[:, 3] = -torch.inf                                   # class 3: no training image
+    prior = torch.nn.functional.one_hot(labels, 4).float() * 2.0 - 1.0
+    geo = torch.cat((torch.zeros(60, 2), torch.full((60, 2), NAN)), 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                         # no "diverged" fallback
+        fusion = LearnedPriorFusion(torch.tensor([20.0, 20.0, 20.0, 1.0])).fit(image, prior, geo, labels)
+    fused = fusion(image, prior, geo)
+    assert all(bool(torch.isfinite(p).all()) for p in fusion.parameters())
+    assert torch.isinf(fused[:, 3]).all() and torch.isfinite(fused[:, :3]).all()
+    assert (fused.argmax(1) == labels).float().mean() == 1.0
 
 
 def test_prior_save_load_round_trip(toy_prior: GeoPrior, tmp_path: Path) -> None:

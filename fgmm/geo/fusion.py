@@ -43,7 +43,8 @@ class LearnedPriorFusion(nn.Module):
         num_priors: how many priors are fused.
 
     Shapes:
-        - image_logits: ``[B, C]`` (any logits; log-softmax is applied)
+        - image_logits: ``[B, C]`` (any logits; log-softmax is applied; ``-inf`` for classes the image
+          model cannot score, e.g. unseen classes, which stay at ``-inf``)
         - prior_log_probs: ``[B, C]`` the prior's output (zero rows without a place), or a sequence of
           ``num_priors`` such tensors
         - geo: ``[B, 4]`` geo rows (to know which rows have a place / a date)
@@ -68,7 +69,9 @@ class LearnedPriorFusion(nn.Module):
         has_place = (~geo[:, :2].isnan().any(1)).float()[:, None]
         has_date = (~geo[:, 2].isnan()).float()[:, None]
         floor = torch.sigmoid(self.floor_logit)
-        out = self.image_weight * F.log_softmax(image_logits.float(), dim=1)
+        log_image = F.log_softmax(image_logits.float(), dim=1)
+        scored = torch.isfinite(log_image)  # classes the image model cannot score stay at -inf (no 0·inf gradient)
+        out = torch.where(scored, self.image_weight * log_image.where(scored, 0.0), log_image)
         for k, log_prior in enumerate(priors):
             floored = torch.logaddexp(torch.log1p(-floor[k]) + log_prior.float(), floor[k].log())
             out = out + has_place * (self.prior_weight[k] + self.date_weight[k] * has_date) * floored
