@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fgmm.errors import ConfigError, DataError
-from fgmm.space import FGModel, ModalityTable, create_model, list_models
+from fgmm.space import FGModel, ModalityTable, create_model, fitting, list_models
 from fgmm.space.features import SampleFeatures
 from fgmm.train import TrainConfig
 
@@ -229,3 +229,54 @@ def test_product_of_experts_fits_the_text_classifier_with_the_model(toy, tmp_pat
     assert torch.equal(loaded.logits(both), model.logits(both))
     with pytest.raises(ConfigError, match="'text' modality has no embedding"):
         model.embed("text", toy["text"])  # nothing to search with: retrieval needs a joint space
+
+
+def test_class_aware_scores_have_a_known_answer():
+    from fgmm.space.matching import RetrievalKeys, class_aware_scores
+
+    posteriors = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    embeddings = torch.eye(2)
+    scores = class_aware_scores(RetrievalKeys(embeddings[:1], posteriors[:1]), RetrievalKeys(embeddings, posteriors),
+                                scale=10.0)
+    # log P(same class) + s cos: log(0.81 + 0.01) + 10, log(0.18 + 0.08) + 0
+    assert torch.allclose(scores, torch.tensor([[float(np.log(0.82)) + 10.0, float(np.log(0.26))]]), atol=1e-5)
+    with pytest.raises(ValueError, match="2 embeddings but 1 posteriors"):
+        RetrievalKeys(embeddings, posteriors[:1])
+
+
+def test_a_modality_missing_for_some_classes_gets_its_own_view_and_offset(toy, tmp_path, monkeypatch):
+    """Captions withheld for classes 3 and 4: the text view trains among classes 0-2 only and the model
+    calibrates a text offset on its training data; text-only logits subtract s·γ_text on the captioned
+    classes (that a caption of a withheld class reaches it is checked in tests/test_text_novel.py)."""
+    labels = toy["labels"]
+    rows = [[i] if int(y) < 3 else [] for i, y in enumerate(labels)]
+    tables = {"image": ModalityTable.one_per_sample(toy["image"]), "text": ModalityTable(toy["text"], rows)}
+    model = create_model("image-text-attributes", classes=toy["names"], kg=toy["attributes"], seed=0, dim=16,
+                         modalities={"image": {"input_dim": D_IMAGE}, "text": {"input_dim": D_TEXT}},
+                         objective={"view_classes": "own"})
+    calibrated = []
+    original = fitting.calibrate_modality_gamma
+
+    def spy(model, data, modality, *args):
+        calibrated.append(modality)
+        return original(model, data, modality, *args)
+
+    monkeypatch.setattr(fitting, "calibrate_modality_gamma", spy)
+    model.fit_features(tables, labels, train=quick(tmp_path, epochs=20))
+    assert model.classes_with("image").all() and model.classes_with("text").tolist() == [True] * 3 + [False] * 2
+    gamma_text = float(model.modality_gamma[1])
+    assert calibrated == ["text"] and model.modality_gamma[0] == model.gamma == 0.0
+    with torch.no_grad():
+        z = model.embed("text", toy["text"])
+        expected = model.scorer.scale * (z @ model.class_embeddings().T - gamma_text * model.classes_with("text"))
+    assert torch.allclose(model.logits({"text": toy["text"]}), expected, atol=1e-5)
+    posterior = model.class_posterior("text", toy["text"])
+    assert torch.allclose(posterior.sum(1), torch.ones(len(labels)))
+    captioned = labels < 3
+    assert (posterior[captioned].argmax(1) == labels[captioned]).float().mean() >= 0.9
+    # a sample with both modalities keeps the model's own calibration (every class has images)
+    both = model.logits({"image": toy["image"][:4], "text": toy["text"][:4]})
+    assert torch.isfinite(both).all()
+    with pytest.raises(ConfigError, match="view_classes"):
+        create_model("image-text", classes=toy["names"], objective={"view_classes": "some"},
+                     modalities={"image": {"input_dim": D_IMAGE}, "text": {"input_dim": D_TEXT}})

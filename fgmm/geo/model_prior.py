@@ -217,10 +217,16 @@ def add_geo_prior(model: Any, *, geo_encoder: str = "sh16", weight: float = 1.0,
     config.priors["geo"] = PriorConfig("geo_occurrences", dict(options), weight)
     extended = type(model)(config, model.class_names, graph=model.graph, kg=model._kg,
                            towers={m: copy.deepcopy(t) for m, t in model.towers.items()}, seed=model.seed)
-    missing, unexpected = extended.load_state_dict(model.state_dict(), strict=False)
-    if unexpected or any(not key.startswith("priors.geo.") for key in missing):
+    state = model.state_dict()
+    per_modality = {key: state.pop(key) for key in ("modality_classes", "modality_gamma")}
+    missing, unexpected = extended.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("priors.geo.") and k not in per_modality]
+    if unexpected or missing:
         raise ConfigError(f"cannot extend this model with a geo prior (weights not carried over: "
-                          f"{sorted(unexpected) + [k for k in missing if not k.startswith('priors.geo.')]})")
+                          f"{sorted(unexpected) + missing})")
+    with torch.no_grad():  # the new geo modality is the last row; it trains on nothing
+        for key, value in per_modality.items():
+            getattr(extended, key)[:len(model.modalities)] = value
     extended._encoders = {**model._encoders, "geo": encoder}
     extended.encoder_info = {**model.encoder_info, "geo": describe_encoder(encoder)}
     extended.kg_path = model.kg_path

@@ -100,6 +100,10 @@ class ObjectiveConfig:
             :data:`fgmm.space.objective.METRIC_LOSSES`), e.g. for image→image retrieval.
         metric_weight: its weight.
         metric_options: its keyword arguments.
+        view_classes: which classes each modality's view competes among in its cross-entropy:
+            ``"all"`` (every trained class) or ``"own"`` (the classes with training samples that carry
+            that modality, so a modality missing for some classes -- captions withheld, no recordings --
+            does not learn that those classes never produce it).
     """
 
     ce_weight: float = 1.0
@@ -111,8 +115,11 @@ class ObjectiveConfig:
     metric: str | None = None
     metric_weight: float = 1.0
     metric_options: dict[str, Any] = field(default_factory=dict)
+    view_classes: str = "all"
 
     def __post_init__(self) -> None:
+        if self.view_classes not in ("all", "own"):
+            raise ConfigError(f"view_classes must be 'all' or 'own', got {self.view_classes!r}")
         if not 0.0 <= self.instance_weight <= 1.0:
             raise ConfigError(f"instance_weight must be in [0, 1], got {self.instance_weight}")
         if not 0.0 <= self.label_smoothing < 1.0:

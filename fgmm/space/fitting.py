@@ -20,6 +20,9 @@ r"""Fitting an :class:`~fgmm.space.FGModel` on feature tables: closed-form parts
    al., 2016): a stand-in model is fitted with a fifth of the training classes held out as stand-in
    unseen classes, and :math:`\gamma` maximises its generalised zero-shot harmonic mean
    (:func:`fgmm.zeroshot.choose_gamma`). No sample of a class without training samples is used.
+   A modality that misses some of the classes (captions withheld for some classes, recordings of
+   only some species) gets its own offset :math:`\gamma_m` the same way, used when a sample carries
+   that modality alone (:func:`calibrate_modality_gamma`).
 """
 
 from __future__ import annotations
@@ -121,6 +124,18 @@ def _fit_projections(model, tables: Mapping[str, ModalityTable], labels: torch.T
             projection.fit(table.pooled()[rows], labels[rows])
 
 
+def _record_modality_classes(model, data: SampleFeatures) -> None:
+    """``model.modality_classes``: per modality, the classes with labelled training samples that carry it."""
+    labels = data.labels
+    for i, m in enumerate(model.modalities):
+        present = (data.tables[m].present if m in data.tables
+                   else torch.full_like(labels, m in data.raw, dtype=torch.bool))
+        seen = labels[present & (labels >= 0)]
+        row = torch.zeros(model.num_classes, dtype=torch.bool)
+        row[seen] = True
+        model.modality_classes[i].copy_(row)
+
+
 def _fit_priors(model, tables: Mapping[str, ModalityTable], labels: torch.Tensor, seed: int) -> None:
     """Fit the priors that learn from the model's own training samples (``fits_on_training``)."""
     for m, prior in model.priors.items():
@@ -198,6 +213,7 @@ def fit_samples(model, data: SampleFeatures, *, train: TrainConfig | None = None
     if n_train == 0:
         raise DataError(None, "the training data has no labelled sample")
     data.max_items = {m: c.max_items for m, c in model.config.modalities.items()}
+    _record_modality_classes(model, data)
     _fit_projections(model, data.tables, labels)
     workers = train.num_workers if train is not None else 0
     if model.towers and train is not None:  # raw images go through the towers: embed them on the training device
@@ -219,6 +235,7 @@ def fit_samples(model, data: SampleFeatures, *, train: TrainConfig | None = None
     uncovered = model.available_classes() & ~model.trained_classes()
     if model.config.class_embeddings.calibrate and bool(uncovered.any()):
         model.gamma.fill_(calibrate_gamma(model, data, seed, train))
+    _calibrate_modalities(model, data, seed, train)
     result.scale = float(model.scorer.scale.detach())
     result.gamma = float(model.gamma)
     result.seconds = round(time.perf_counter() - start, 3)
@@ -234,6 +251,57 @@ def fit_tables(model, tables: Mapping[str, ModalityTable], labels, *, train: Tra
     return fit_samples(model, SampleFeatures(tables, labels), train=train, val=validation, seed=seed)
 
 
+def _calibrate_modalities(model, data: SampleFeatures, seed: int, train: TrainConfig | None) -> None:
+    r"""``model.modality_gamma``: a modality that trained on the same classes as the model shares its
+    :math:`\gamma`; one that misses classes the model can name (captions withheld, no recordings) gets
+    its own (:func:`calibrate_modality_gamma`) when the model calibrates."""
+    trained, available = model.trained_classes(), model.available_classes()
+    for i, m in enumerate(model.modalities):
+        covered = model.modality_classes[i]
+        own = (model.config.class_embeddings.calibrate and m in data.tables and not torch.equal(covered, trained)
+               and bool((available & ~covered).any()) and int(covered.sum()) >= 2)
+        model.modality_gamma[i] = calibrate_modality_gamma(model, data, m, seed, train) if own else model.gamma
+
+
+def _stand_in(model, data: SampleFeatures, seed: int, train: TrainConfig | None):
+    """A fresh, uncalibrated twin of ``model`` fitted on ``data`` with the same recipe (checkpoints in a
+    temporary folder)."""
+    stand_in = model.clone_untrained()
+    stand_in.config.class_embeddings.calibrate = False
+    with tempfile.TemporaryDirectory(prefix="fgmm-calibrate-") as tmp:
+        recipe = None if train is None else dataclasses.replace(train, out_dir=Path(tmp), progress=False)
+        fit_samples(stand_in, data, seed=seed, train=recipe)
+    return stand_in
+
+
+def calibrate_modality_gamma(model, data: SampleFeatures, modality: str, seed: int = 0,
+                             train: TrainConfig | None = None) -> float:
+    r"""The calibrated-stacking offset of one modality's view, for a model on which that modality misses
+    some classes (e.g. text→class for classes whose captions were withheld).
+
+    The stand-in split of :func:`calibrate_gamma` is drawn among the classes the modality covers, but
+    only the modality is withheld: a stand-in model trains on every sample, with the ``modality`` items
+    of the stand-in unseen classes and of a fifth of the other samples removed; :math:`\gamma`
+    maximises the generalised zero-shot harmonic mean of that modality's view on the removed items.
+    """
+    from fgmm.zeroshot import calibration_split, choose_gamma
+
+    labels, table = data.labels, data.tables[modality]
+    covered = torch.nonzero(model.classes_with(modality)).flatten().tolist()
+    carrying = np.flatnonzero((table.present & (labels >= 0)).numpy())
+    fit, validation, stand_in_seen = calibration_split(labels.numpy(), carrying, covered, seed=seed)
+    withheld = set(validation.tolist())
+    rows = [[] if i in withheld else r for i, r in enumerate(table.rows)]
+    tables = {**data.tables, modality: ModalityTable(table.features, rows)}
+    stand_in = _stand_in(model, SampleFeatures(tables, labels, raw=data.raw), seed, train)
+    with torch.no_grad():
+        z = stand_in.embed(modality, table.subset(validation.tolist()).pooled().to(stand_in.gamma.device)).cpu()
+    scores = _cosines(stand_in, z)[:, covered]
+    position = {c: i for i, c in enumerate(covered)}
+    local = torch.tensor([position[int(c)] for c in labels[validation]])
+    return choose_gamma(scores, local, [position[c] for c in stand_in_seen]).gamma
+
+
 def calibrate_gamma(model, data: SampleFeatures, seed: int = 0, train: TrainConfig | None = None) -> float:
     """The calibrated-stacking offset for ``model``'s trained classes, chosen on its training data only
     (the stand-in model trains with the same recipe ``train``, its checkpoints in a temporary folder)."""
@@ -243,11 +311,7 @@ def calibrate_gamma(model, data: SampleFeatures, seed: int = 0, train: TrainConf
     trained = torch.nonzero(model.trained_classes()).flatten().tolist()
     known = np.flatnonzero(labels.numpy() >= 0)
     fit, validation, stand_in_seen = calibration_split(labels.numpy(), known, trained, seed=seed)
-    stand_in = model.clone_untrained()
-    stand_in.config.class_embeddings.calibrate = False
-    with tempfile.TemporaryDirectory(prefix="fgmm-calibrate-") as tmp:
-        recipe = None if train is None else dataclasses.replace(train, out_dir=Path(tmp), progress=False)
-        fit_samples(stand_in, data.subset(fit), seed=seed, train=recipe)
+    stand_in = _stand_in(model, data.subset(fit), seed, train)
     z = fused_embeddings(stand_in, data.subset(validation))
     scores = _cosines(stand_in, z)[:, trained]
     position = {c: i for i, c in enumerate(trained)}

@@ -16,8 +16,10 @@ honouring the presence masks :math:`\mu`, :math:`W` the class embeddings from a 
 prototypes, or a GNN over the graph: the graph lives in the joint space, so classes without
 training samples are scored through it), :math:`s` the cosine scale, :math:`\gamma` the
 calibrated-stacking offset of the trained classes :math:`S` (generalised zero-shot; 0 when every
-class was trained) and :math:`p_m` optional class priors (e.g. where and when a bird was seen).
-Cross-media retrieval is nearest-neighbour search among the :math:`z_m` (:meth:`FGModel.embed`).
+class was trained; a sample that carries one modality *m* alone uses :math:`\gamma_m` over the classes
+:math:`S_m` that *m* trained on) and :math:`p_m` optional class priors (e.g. where and when a bird was seen).
+Cross-media retrieval is nearest-neighbour search among the :math:`z_m` (:meth:`FGModel.embed`), or
+class-aware matching that also compares class posteriors (:meth:`FGModel.match_scores`).
 
 Batch format (the :class:`fgmm.train.Trainer` contract, a dict of tensors):
 
@@ -52,6 +54,7 @@ from fgmm.space.features import ModalityTable, SampleFeatures
 from fgmm.space.fitting import FitResult, fit_samples, fit_tables
 from fgmm.space.fusion import FUSIONS
 from fgmm.space.inputs import featurize_samples, samples_from, tower_inputs
+from fgmm.space.matching import RetrievalKeys, class_aware_scores
 from fgmm.space.objective import Objective
 from fgmm.space.pretrained import load_pretrained, save_pretrained
 from fgmm.space.priors import create_prior
@@ -147,6 +150,8 @@ class FGModel(nn.Module):
                 prior.requires_grad_(False)
             self.objective = Objective(config.pairs(), config.objective, num_classes=num_classes, dim=self.dim)
         self.register_buffer("gamma", torch.zeros(()))
+        self.register_buffer("modality_classes", torch.zeros(len(self.modalities), self.num_classes, dtype=torch.bool))
+        self.register_buffer("modality_gamma", torch.zeros(len(self.modalities)))
 
     # ------------------------------------------------------------------ structure
     def _input_dim(self, modality: str, towers: Mapping[str, Encoder]) -> int:
@@ -168,6 +173,10 @@ class FGModel(nn.Module):
     def trained_classes(self) -> Tensor:
         """``[C]`` bool: classes the model saw training samples of."""
         return self.class_source.trained.clone()
+
+    def classes_with(self, modality: str) -> Tensor:
+        """``[C]`` bool: classes with training samples that carry ``modality`` (set by :meth:`fit`)."""
+        return self.modality_classes[self.modalities.index(modality)].clone()
 
     def available_classes(self) -> Tensor:
         """``[C]`` bool: classes the model can predict (every class of the graph for the KG sources)."""
@@ -212,6 +221,28 @@ class FGModel(nn.Module):
                               "of it, e.g. preset 'image-text'")
         return self.projections[modality](self._features(modality, {modality: features}))
 
+    @torch.no_grad()
+    def class_posterior(self, modality: str, features: Tensor) -> Tensor:
+        """``[N, C]`` class probabilities of one modality's features alone (with that modality's calibration
+        :math:`\\gamma_m` and its priors)."""
+        return torch.softmax(self.logits({modality: features}), dim=-1)
+
+    @torch.no_grad()
+    def retrieval_keys(self, modality: str, features: Tensor) -> RetrievalKeys:
+        """Embeddings and class posteriors of one modality's features, for :meth:`match_scores`."""
+        was_training = self.training
+        self.eval()
+        try:
+            return RetrievalKeys(self.embed(modality, features.to(self.gamma.device)).cpu(),
+                                 self.class_posterior(modality, features))
+        finally:
+            self.train(was_training)
+
+    def match_scores(self, query: RetrievalKeys, gallery: RetrievalKeys) -> Tensor:
+        """``[Q, G]`` class-aware cross-media scores (:mod:`fgmm.space.matching`) of keys from
+        :meth:`retrieval_keys`, e.g. texts against photos."""
+        return class_aware_scores(query, gallery, float(self.scorer.scale.detach()))
+
     def _embeddings(self, batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         features: dict[str, Tensor] = {}
         embeddings: dict[str, Tensor] = {}
@@ -242,9 +273,17 @@ class FGModel(nn.Module):
         logits = self.scorer(z, weights=weights)
         return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
 
-    def _calibration(self) -> Tensor:
-        """``[C]`` offsets :math:`s\\gamma[c \\in S]` of calibrated stacking (zero when every class is trained)."""
-        return self.scorer.scale * self.gamma * self.class_source.trained.to(self.gamma.dtype)
+    def _calibration(self, masks: Mapping[str, Tensor]) -> Tensor:
+        """``[B, C]`` offsets of calibrated stacking: :math:`s\\gamma[c \\in S]`, or, for a sample that
+        carries one modality *m* alone, :math:`s\\gamma_m[c \\in S_m]` with :math:`S_m` the classes *m*
+        was trained on (zero when every class is trained)."""
+        dtype = self.gamma.dtype
+        present = [(i, masks[m]) for i, m in enumerate(self.modalities) if m in masks]
+        count = torch.stack([mask.long() for _, mask in present]).sum(0)
+        offsets = (self.gamma * self.class_source.trained.to(dtype)).expand(len(count), -1).clone()
+        for i, mask in present:
+            offsets[mask & (count == 1)] = self.modality_gamma[i] * self.modality_classes[i].to(dtype)
+        return self.scorer.scale * offsets
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """See the module docstring for the batch format.
@@ -264,11 +303,13 @@ class FGModel(nn.Module):
             weights, allowed = self.class_source(), self.class_source.trained
         else:
             weights, allowed = self.class_source(), self.class_source.available()
-        views = {m: self._score(z, weights, allowed) for m, z in embeddings.items()}
+        own = self.training and self.config.objective.view_classes == "own"
+        views = {m: self._score(z, weights, allowed & self.modality_classes[self.modalities.index(m)] if own
+                                else allowed) for m, z in embeddings.items()}
         views[FUSED] = self._score(fused, weights, allowed)
         logits = views[FUSED]
         if not self.training:
-            logits = logits - self._calibration().to(logits.device)
+            logits = logits - self._calibration({m: masks[m] for m in embeddings}).to(logits.device)
             logits = self._add_priors(logits, features, masks)
         out: dict[str, Tensor] = {"logits": logits, "z_fused": fused}
         for m, z in embeddings.items():

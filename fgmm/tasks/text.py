@@ -16,7 +16,10 @@ test split. Accuracies are overall top-1 over the test images.
   against ``image_top1``: ``fused_top1`` — the product model (the better of the two on an inner
   validation split of the training images: 77.1% vs 72.0% image only, seed 0), ``fused_top1_joint`` —
   the ``"image-text"`` model.
-* ``retrieval`` (the ``"image-text"`` model of ``text_classes``), over the held-out captioned images:
+* ``retrieval`` (the ``"image-text"`` model of ``text_classes``), over the held-out captioned images,
+  ranked by the model's class-aware match (:meth:`fgmm.FGModel.match_scores`: the log-probability that
+  image and text show the same class plus their joint-embedding cosine; ``*_mAP_caption_cosine``: the
+  cosine alone):
 
   - ``*_caption`` keys (``i2t_R@1_caption``, ..., ``t2i_mAP_caption``; the headline retrieval figures,
     "per caption, 50 classes" on CUB): **each caption a separate item** (CUB: 10 per image).
@@ -168,10 +171,9 @@ def text_task(ctx: TaskContext) -> dict[str, float]:
     return metrics
 
 
-def _both_directions(images: torch.Tensor, texts: torch.Tensor, own: torch.Tensor, image_labels: torch.Tensor,
+def _both_directions(scores: torch.Tensor, own: torch.Tensor, image_labels: torch.Tensor,
                      text_labels: torch.Tensor, suffix: str) -> dict[str, float]:
-    """``i2t_<metric><suffix>`` and ``t2i_<metric><suffix>`` of unit-norm image and text embeddings."""
-    scores = images @ texts.T
+    """``i2t_<metric><suffix>`` and ``t2i_<metric><suffix>`` of ``[images, texts]`` scores."""
     metrics = {}
     for direction, (s, relevant, q, g) in {"i2t": (scores, own, image_labels, text_labels),
                                            "t2i": (scores.T, own.T, text_labels, image_labels)}.items():
@@ -182,14 +184,17 @@ def _both_directions(images: torch.Tensor, texts: torch.Tensor, own: torch.Tenso
 @TASKS.register("retrieval")
 def retrieval_task(ctx: TaskContext) -> dict[str, float]:
     run = text_run(ctx)
+    model = run.model
     test_text = run.text.subset(run.test)
     captions, owner = test_text.expand()
-    with torch.no_grad():
-        images = run.model.embed("image", ctx.features["image"][run.test])
-        documents = run.model.embed("text", test_text.pooled())
-        caption_embeddings = run.model.embed("text", captions)
+    images = model.retrieval_keys("image", ctx.features["image"][run.test])
+    documents = model.retrieval_keys("text", test_text.pooled())
+    each = model.retrieval_keys("text", captions)
     labels = ctx.labels(run.test)
-    metrics = _both_directions(images, documents, torch.eye(len(run.test), dtype=torch.bool), labels, labels, "")
+    own = torch.eye(len(run.test), dtype=torch.bool)
+    metrics = _both_directions(model.match_scores(images, documents), own, labels, labels, "")
     own = owner[None, :] == torch.arange(len(run.test))[:, None]
-    metrics.update(_both_directions(images, caption_embeddings, own, labels, labels[owner], "_caption"))
+    metrics.update(_both_directions(model.match_scores(images, each), own, labels, labels[owner], "_caption"))
+    cosine = _both_directions(images.embeddings @ each.embeddings.T, own, labels, labels[owner], "_caption_cosine")
+    metrics.update({k: v for k, v in cosine.items() if "_mAP_" in k})
     return metrics

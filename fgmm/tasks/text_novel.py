@@ -1,4 +1,4 @@
-"""``text_novel``: text→image retrieval for classes whose captions were never seen in training.
+r"""``text_novel``: text→image retrieval for classes whose captions were never seen in training.
 
 A birder types what they saw and expects photos of that species, also when nobody captioned it.
 Protocol (benchmark keys ``t2i_mAP_novel``, ``t2i_R@5_novel``):
@@ -7,33 +7,38 @@ Protocol (benchmark keys ``t2i_mAP_novel``, ``t2i_R@5_novel``):
   captioned training images (CUB: 40 of 200), :data:`PREFERRED_FRACTION` of them (CUB: 10) drawn from
   the contract's 50 caption classes (:func:`novel_classes`). Their captions are withheld from
   training; their images are not (every class is recognised from images).
-* **Training**: the training images of all classes, paired with their captions (classes not novel)
-  and with the knowledge-graph descriptions of their class (every class, :mod:`fgmm.kg.describe`) and
-  pseudo-captions of the novel classes (:mod:`fgmm.kg.augment`), train the one model,
-  :class:`fgmm.FGModel` of preset ``"image-text-attributes"`` (class embeddings a learned map of the
-  KG's attribute strengths, :class:`fgmm.space.class_sources.AttributeClassEmbeddings`); then the
-  text tower may be fine-tuned towards its class embeddings (:func:`fgmm.kgtext.tune_text_tower`).
+* **Training**: the training images of all classes, paired with their captions (classes not novel),
+  train the one model, :class:`fgmm.FGModel` of preset ``"image-text-attributes"``: class embeddings
+  are a learned map of the knowledge graph's attribute strengths
+  (:class:`fgmm.space.class_sources.AttributeClassEmbeddings`), so what the captions of some classes
+  teach the text side about attributes reaches the classes without captions. The text view competes
+  only among the classes with captions (objective ``view_classes="own"``) and the model calibrates
+  a text offset :math:`\gamma_{text}` on its training data (:func:`fgmm.space.fitting.calibrate_modality_gamma`).
+  ``NovelTextRecipe.class_texts`` also trains on the knowledge-graph descriptions of every class
+  (:mod:`fgmm.kg.describe`) and pseudo-captions of the novel classes (:mod:`fgmm.kg.augment`); the
+  text tower may be fine-tuned towards the class embeddings (:func:`fgmm.kgtext.tune_text_tower`).
   With ``ctx.out_dir`` the model is saved for serving (:func:`fgmm.kgtext.save_served_model`:
   ``out_dir/text_novel/served``, for ``fgmm index build --model``). The recipe
   (:class:`NovelTextRecipe`) was chosen on a validation protocol built from the training images
-  only (30 of the non-novel classes as stand-in novel classes, a 20% inner holdout of the training
-  images as gallery).
+  only (the same novel classes, a 20% inner holdout of the training images as queries and gallery:
+  ``benchmarks/text_novel.py --validation``).
 * **Evaluation**: the captions of each test image of a novel class, pooled (the renormalised mean of
   their features, as the ``retrieval`` task pools them), are one query (``*_caption`` keys: each
-  caption its own query); the gallery is all test images of all classes. ``t2i_mAP_novel``:
-  class-level mAP (relevant = same class);
+  caption its own query); the gallery is all test images of all classes, ranked by the model's
+  class-aware match (:meth:`fgmm.FGModel.match_scores`; ``*_cosine`` keys: the joint-embedding cosine
+  alone). ``t2i_mAP_novel``: class-level mAP (relevant = same class);
   ``t2i_R@5_novel``: the share of queries with an image of the right class among the top 5 (also
   ``R@1``, ``R@10``). The same model's figures with the captions of the other classes' test images as
   queries are ``t2i_*_captioned``, so a loss there is visible; ``t2c_top1_novel`` is text-only
-  zero-shot (the class whose embedding is nearest to a novel caption). ``*_nodesc`` keys: the same
-  recipe trained without descriptions (what the descriptions bring).
+  zero-shot (the most probable class of a novel query's text alone). Keys ending ``_desc`` /
+  ``_nodesc``: the recipe with the other ``class_texts`` choice (what training on descriptions brings).
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +57,7 @@ from fgmm.kgtext import save_served_model, tune_text_tower
 from fgmm.retrieval.metrics import retrieval_metrics
 from fgmm.space import FGModel, ModalityTable, create_model
 from fgmm.space.features import featurize_texts
+from fgmm.space.matching import RetrievalKeys
 from fgmm.tasks import TASKS, TaskContext
 from fgmm.train import TrainConfig
 
@@ -149,7 +155,7 @@ def class_order(ctx: TaskContext, kg: KnowledgeGraph) -> list[str]:
 
 @dataclass
 class NovelTextRecipe:
-    """The fixed recipe of ``text_novel`` (chosen on the validation protocol of the module docstring).
+    r"""The fixed recipe of ``text_novel`` (chosen on the validation protocol of the module docstring).
 
     Attributes:
         describe: description rules and number of variants.
@@ -163,7 +169,12 @@ class NovelTextRecipe:
         epochs, lr: of the joint space on cached features; small datasets train for more epochs, at
             least ``min_steps`` optimizer steps.
         preset: the :class:`fgmm.FGModel` preset; ``contrastive_weight``, ``residual`` (of the
-            ``"attributes"`` source) and ``dim`` override it.
+            ``"attributes"`` source), ``dim`` and ``view_classes`` (of the objective: ``"own"`` lets the
+            text view compete only among the classes with captions, so the classes without any are not
+            pushed away from text; the model then calibrates a text offset :math:`\gamma_{text}`) override it.
+        class_texts: train on the knowledge-graph descriptions and pseudo-captions too (``False``: the
+            knowledge graph enters through the attribute class embeddings only, which the text of the
+            captioned classes is trained against).
         tune_steps: text-tower fine-tuning steps (0: the tower stays frozen).
         tune_lr, tune_batch, tune_layers: fine-tuning learning rate, sentences per step, top layers trained.
         class_text_repeats: how often each class text (description, pseudo-caption) appears among the
@@ -182,6 +193,8 @@ class NovelTextRecipe:
     contrastive_weight: float = 1.0
     residual: bool = True
     dim: int = 256
+    view_classes: str = "own"
+    class_texts: bool = False
     tune_steps: int = 0
     tune_lr: float = 3e-5
     tune_batch: int = 32
@@ -273,7 +286,8 @@ def build_model(ctx: TaskContext, data: NovelTextData, recipe: NovelTextRecipe) 
     return create_model(recipe.preset, classes=ctx.dataset.class_names, kg=data.kg, class_order=data.class_order,
                         seed=ctx.seed, dim=recipe.dim, modalities=modalities,
                         class_embeddings={"options": {"residual": recipe.residual}},
-                        objective={"contrastive_weight": recipe.contrastive_weight})
+                        objective={"contrastive_weight": recipe.contrastive_weight,
+                                   "view_classes": recipe.view_classes})
 
 
 def train_space(ctx: TaskContext, data: NovelTextData, extra: ClassTexts | None, recipe: NovelTextRecipe,
@@ -300,7 +314,7 @@ def train_space(ctx: TaskContext, data: NovelTextData, extra: ClassTexts | None,
     return model.cpu().eval()
 
 
-def tune_tower(ctx: TaskContext, data: NovelTextData, extra: ClassTexts, model: FGModel,
+def tune_tower(ctx: TaskContext, data: NovelTextData, extra: ClassTexts | None, model: FGModel,
                recipe: NovelTextRecipe, held_out: set[int], out_dir: Path) -> TextEncoder:
     """Fine-tune the text tower (:func:`fgmm.kgtext.tune_text_tower`) and the model's text projection on
     the training captions of the classes not in ``held_out`` and the class texts, towards the model's
@@ -311,8 +325,9 @@ def tune_tower(ctx: TaskContext, data: NovelTextData, extra: ClassTexts, model: 
         if y not in held_out:
             texts += [data.captions[r] for r in data.caption_rows[i]]
             labels += [y] * len(data.caption_rows[i])
-    texts += extra.texts * recipe.class_text_repeats
-    labels += extra.owner.tolist() * recipe.class_text_repeats
+    if extra is not None:
+        texts += extra.texts * recipe.class_text_repeats
+        labels += extra.owner.tolist() * recipe.class_text_repeats
     encoder = create_encoder("text", frozen=False, device=ctx.device)
     config = TrainConfig(epochs=1, batch_size=recipe.tune_batch, lr=recipe.tune_lr, weight_decay=0.01,
                          scheduler="cosine", warmup_steps=min(100, recipe.tune_steps // 10), seed=ctx.seed,
@@ -327,24 +342,21 @@ def tune_tower(ctx: TaskContext, data: NovelTextData, extra: ClassTexts, model: 
 
 
 def fit_text_space(ctx: TaskContext, data: NovelTextData, recipe: NovelTextRecipe, held_out: set[int],
-                   out_dir: Path, knowledge: bool = True) -> tuple[FGModel, TextEncoder | None]:
-    """The whole recipe: class texts, the model, then (``recipe.tune_steps`` > 0) the tuned text tower.
-    ``knowledge=False`` is the captions-only ablation (no class texts, no tuning)."""
-    if not knowledge:
-        return train_space(ctx, data, None, recipe, held_out, out_dir / "space"), None
-    extra = class_texts(ctx, data, recipe, held_out)
+                   out_dir: Path) -> tuple[FGModel, TextEncoder | None]:
+    """The whole recipe: class texts (``recipe.class_texts``), the model, then (``recipe.tune_steps`` > 0)
+    the tuned text tower."""
+    extra = class_texts(ctx, data, recipe, held_out) if recipe.class_texts else None
     model = train_space(ctx, data, extra, recipe, held_out, out_dir / "space")
     if not recipe.tune_steps:
         return model, None
     return model, tune_tower(ctx, data, extra, model, recipe, held_out, out_dir / "tune")
 
 
-def caption_embeddings(data: NovelTextData, model: FGModel, encoder: TextEncoder | None,
-                       samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Joint embeddings of the captions of ``samples``: ``(each caption [Q, d], owner [Q], pooled per sample
-    [len(samples), d])``; pooled = the renormalised mean of a sample's caption features, projected
-    (as the ``retrieval`` task pools captions). The features are the cached frozen ones, or the tuned
-    encoder's."""
+def caption_keys(data: NovelTextData, model: FGModel, encoder: TextEncoder | None,
+                 samples: np.ndarray) -> tuple[RetrievalKeys, torch.Tensor, RetrievalKeys]:
+    """Retrieval keys (:meth:`fgmm.FGModel.retrieval_keys`) of the captions of ``samples``: ``(each caption,
+    owner [Q], pooled per sample)``; pooled = the renormalised mean of a sample's caption features (as the
+    ``retrieval`` task pools captions). The features are the cached frozen ones, or the tuned encoder's."""
     table = data.caption_table.subset(samples.tolist())
     features, owner = table.expand()
     if encoder is not None:
@@ -352,15 +364,13 @@ def caption_embeddings(data: NovelTextData, model: FGModel, encoder: TextEncoder
         with torch.no_grad():
             features = encoder.encode([data.captions[r] for r in rows]).float().cpu()
         table = ModalityTable(features, [(owner == k).nonzero().flatten().tolist() for k in range(len(samples))])
-    with torch.no_grad():
-        return model.embed("text", features), owner, model.embed("text", table.pooled())
+    return model.retrieval_keys("text", features), owner, model.retrieval_keys("text", table.pooled())
 
 
-def evaluate_text_to_image(text: torch.Tensor, text_labels: torch.Tensor, images: torch.Tensor,
-                           image_labels: torch.Tensor) -> dict[str, float]:
-    """Class-level text→image figures of unit-norm embeddings: ``mAP``, ``R@1``, ``R@5``, ``R@10``,
+def evaluate_text_to_image(scores: torch.Tensor, text_labels: torch.Tensor, image_labels: torch.Tensor
+                           ) -> dict[str, float]:
+    """Class-level text→image figures of ``[Q, G]`` scores: ``mAP``, ``R@1``, ``R@5``, ``R@10``,
     ``medR`` (rank of the first image of the query's class)."""
-    scores = text @ images.T
     relevant = text_labels[:, None] == image_labels[None, :]
     return retrieval_metrics(scores, relevant, text_labels, image_labels)
 
@@ -373,9 +383,8 @@ def novel_figures(ctx: TaskContext, data: NovelTextData, model: FGModel, encoder
     query_labels = ctx.labels(queries)
     if not bool(torch.isin(query_labels, torch.tensor(data.novel)).any()):
         raise DataError(ctx.dataset.root, "no test image of a novel class has captions: nothing to query")
-    captions, owner, pooled = caption_embeddings(data, model, encoder, queries)
-    with torch.no_grad():
-        images = model.embed("image", ctx.features["image"][data.test])
+    captions, owner, pooled = caption_keys(data, model, encoder, queries)
+    images = model.retrieval_keys("image", ctx.features["image"][data.test])
     image_labels = ctx.labels(data.test)
     out: dict[str, float] = {}
     for part in ("novel", "captioned"):
@@ -384,13 +393,15 @@ def novel_figures(ctx: TaskContext, data: NovelTextData, model: FGModel, encoder
         if not bool(keep.any()):
             continue
         each = keep[owner]
-        for text, labels, tag in ((pooled[keep], query_labels[keep], ""),
-                                  (captions[each], query_labels[owner][each], "_caption")):
-            figures = evaluate_text_to_image(text, labels, images, image_labels)
+        for text, labels, tag in ((pooled.select(keep), query_labels[keep], ""),
+                                  (captions.select(each), query_labels[owner][each], "_caption")):
+            figures = evaluate_text_to_image(model.match_scores(text, images), labels, image_labels)
             out.update({f"t2i_{k}_{part}{tag}{suffix}": v for k, v in figures.items()})
+            if not tag:  # the embedding cosine alone (nearest-neighbour search in the joint space)
+                cosine = evaluate_text_to_image(text.embeddings @ images.embeddings.T, labels, image_labels)
+                out.update({f"t2i_{k}_{part}_cosine{suffix}": cosine[k] for k in ("mAP", "R@5")})
         if part == "novel":
-            with torch.no_grad():
-                nearest = (pooled[keep] @ model.class_embeddings().T).argmax(1)
+            nearest = pooled.select(keep).posteriors.argmax(1)
             out[f"t2c_top1_novel{suffix}"] = float((nearest == query_labels[keep]).float().mean())
     return out
 
@@ -402,17 +413,19 @@ def _work_dir(ctx: TaskContext, tmp: str) -> Path:
 @TASKS.register("text_novel")
 def text_novel_task(ctx: TaskContext) -> dict[str, Any]:
     """The novel-class protocol (module docstring); the recipe is ``ctx.shared["text_novel_recipe"]`` or
-    :class:`NovelTextRecipe`'s defaults."""
+    :class:`NovelTextRecipe`'s defaults. The same recipe with the other ``class_texts`` choice is the
+    ablation: keys ending ``_desc`` (trained on the descriptions too) or ``_nodesc`` (without)."""
     recipe = ctx.shared.get("text_novel_recipe") or NovelTextRecipe()
     data = prepare(ctx, recipe)
     held_out = set(data.novel)
     metrics: dict[str, Any] = {"text_novel_classes": data.novel}
     with tempfile.TemporaryDirectory(prefix="fgmm-text-novel-") as tmp:
         out = _work_dir(ctx, tmp)
-        baseline, _ = fit_text_space(ctx, data, recipe, held_out, out / "nodesc", knowledge=False)
-        metrics.update({k: v for k, v in novel_figures(ctx, data, baseline, None, "_nodesc").items()
-                        if "_novel" in k})
-        model, encoder = fit_text_space(ctx, data, recipe, held_out, out / "described")
+        other = replace(recipe, class_texts=not recipe.class_texts, tune_steps=0)
+        suffix = "_desc" if other.class_texts else "_nodesc"
+        ablation, _ = fit_text_space(ctx, data, other, held_out, out / suffix.strip("_"))
+        metrics.update({k: v for k, v in novel_figures(ctx, data, ablation, None, suffix).items() if "_novel" in k})
+        model, encoder = fit_text_space(ctx, data, recipe, held_out, out / "recipe")
         if encoder is not None:
             metrics.update({k: v for k, v in novel_figures(ctx, data, model, None, "_frozen").items()
                             if "_novel" in k})
@@ -429,16 +442,15 @@ def caption_retrieval_keys(ctx: TaskContext, data: NovelTextData, model: FGModel
     instance-level R@K and class-level mAP, each key ending in ``suffix``."""
     test = data.test[np.isin(ctx.dataset.labels[data.test], classes)]
     test = np.array([i for i in test if data.caption_rows[i]], dtype=np.int64)
-    captions, owner, documents = caption_embeddings(data, model, encoder, test)
-    with torch.no_grad():
-        images = model.embed("image", ctx.features["image"][test])
+    captions, owner, documents = caption_keys(data, model, encoder, test)
+    images = model.retrieval_keys("image", ctx.features["image"][test])
     labels = ctx.labels(test)
     own = torch.eye(len(test), dtype=torch.bool)
     out: dict[str, float] = {}
     for texts, relevant, text_labels, tag in ((documents, own, labels, ""),
                                               (captions, owner[None, :] == torch.arange(len(test))[:, None],
                                                labels[owner], "_caption")):
-        scores = images @ texts.T
+        scores = model.match_scores(images, texts)
         for direction, (s, r, q, g) in {"i2t": (scores, relevant, labels, text_labels),
                                         "t2i": (scores.T, relevant.T, text_labels, labels)}.items():
             out.update({f"{direction}_{k}{tag}{suffix}": v for k, v in retrieval_metrics(s, r, q, g).items()})
