@@ -200,6 +200,8 @@ def test_retriever_searches_through_its_encoder(tmp_path):
     assert result.rows(0)[0]["class"] == "y"
     with pytest.raises(ConfigError, match="can only be queried with text"):
         retriever.search("image", ["photo.jpg"])
+    with pytest.raises(ConfigError, match="class-aware matching needs an index built with a fitted model"):
+        retriever.search("text", ["black wings"], match="class")
     folder = retriever.save(tmp_path / "index")
     spec = json.loads((folder / "retriever.json").read_text())
     assert spec["encoders"]["text"]["fingerprint"] == BagOfWords().fingerprint() and spec["model"] is False
@@ -220,7 +222,20 @@ def test_retriever_with_a_model_searches_its_joint_space_and_checks_its_encoders
     model.encoder_info["text"] = {"name": words.name, "fingerprint": words.fingerprint()}
     retriever = Retriever.build("text", CAPTIONS, ["a", "b", "c"], encoders={"text": words}, model=model)
     assert retriever.index.info.dim == 16 and retriever.index.info.space == model_fingerprint(model)
+    # a model that names no class yet searches by cosine; class-aware matching needs a fitted model
     assert retriever.search("text", [CAPTIONS[2]], k=1).ids[0] == ["c"]
+    with pytest.raises(ConfigError, match="needs an index built with a fitted model"):
+        retriever.search("text", [CAPTIONS[2]], match="class")
+    model.class_source.trained.fill_(True)
+    assert retriever.search("text", [CAPTIONS[2]], k=1, match="cosine").ids[0] == ["c"]
+    # by default an index with a fitted model ranks by its class-aware match over every stored vector
+    queries = retriever.embed("text", [CAPTIONS[2]])
+    expected = model.match_scores(model.keys_from_embeddings("text", queries),
+                                  model.keys_from_embeddings("text", retriever.index.vectors))
+    result = retriever.search("text", [CAPTIONS[2]], k=3)
+    assert torch.allclose(result.scores, expected.sort(dim=1, descending=True).values, atol=1e-5)
+    with pytest.raises(ConfigError, match="match must be 'cosine' or 'class'"):
+        retriever.search("text", [CAPTIONS[2]], match="dot")
     with pytest.raises(ConfigError, match=r"fitted on features of encoder \[.*\], not of 'bag-of-wordsX'"):
         Retriever.build("text", CAPTIONS, ["a", "b", "c"], encoders={"text": BagOfWords("X")}, model=model)
     folder = retriever.save(tmp_path / "index")

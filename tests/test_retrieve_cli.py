@@ -96,14 +96,24 @@ def test_model_index_answers_sentences(photos, tmp_path):
     model = create_model("image-text", classes=["blue", "green", "red"], dim=32,
                          modalities={"image": {"encoder": "efficientnet_lite0", "encoder_options": {"image_size": 64},
                                                "projection": "linear"}, "text": {"projection": "linear"}})
+    model.class_source.trained.fill_(True)  # as if fitted: the model names its three classes
     model.save_pretrained(tmp_path / "model")
     result = invoke("index", "build", "--images", photos, "--model", tmp_path / "model",
                     "--out", tmp_path / "index")
     assert result.exit_code == 0, result.output
     assert "32-d, joint model" in result.output
-    result = invoke("retrieve", "--index", tmp_path / "index", "--text", "a red bird", "-k", "6")
-    assert result.exit_code == 0, result.output
-    assert result.output.count(".jpg") == 6
+    scores = {}
+    for match in ("class", "cosine"):
+        result = invoke("retrieve", "--index", tmp_path / "index", "--text", "a red bird", "-k", "6", "--json",
+                        "--match", match)
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.output)["results"]
+        assert len(rows) == 6
+        scores[match] = [r["score"] for r in rows]
+    # the cosine lies in [-1, 1]; the class-aware match adds log P(same class) and scales the cosine
+    assert all(-1.0001 <= s <= 1.0001 for s in scores["cosine"]) and scores["class"] != scores["cosine"]
+    result = invoke("retrieve", "--index", tmp_path / "index", "--text", "a red bird", "-k", "6", "--json")
+    assert [r["score"] for r in json.loads(result.output)["results"]] == pytest.approx(scores["class"])
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -125,6 +135,8 @@ def test_usage_errors(tmp_path, text_index):
         (("retrieve", "--index", tmp_path / "missing", "--text", "hi"), "not a retriever folder", 3),
         (("retrieve", "--index", text_index, "--text", "hi", "--image", "x.jpg"), "exactly one of --text", 2),
         (("retrieve", "--index", text_index, "--image", tmp_path / "nope.jpg"), "query image not found", 3),
+        (("retrieve", "--index", text_index, "--text", "hi", "--match", "dot"), "--match must be 'class'", 2),
+        (("retrieve", "--index", text_index, "--text", "hi", "--match", "class"), "needs an index built with a", 3),
     ]
     for args, message, code in cases:
         result = invoke(*args)

@@ -272,6 +272,8 @@ def test_a_modality_missing_for_some_classes_gets_its_own_view_and_offset(toy, t
     assert torch.allclose(model.logits({"text": toy["text"]}), expected, atol=1e-5)
     posterior = model.class_posterior("text", toy["text"])
     assert torch.allclose(posterior.sum(1), torch.ones(len(labels)))
+    # retrieval reads the same posteriors from the embeddings alone (what an index stores)
+    assert torch.allclose(model.retrieval_keys("text", toy["text"]).posteriors, posterior, atol=1e-5)
     captioned = labels < 3
     assert (posterior[captioned].argmax(1) == labels[captioned]).float().mean() >= 0.9
     # a sample with both modalities keeps the model's own calibration (every class has images)

@@ -303,6 +303,10 @@ def retrieve(
     rerank: str | None = typer.Option(None, "--rerank", help="re-rank the results: aqe, dba or kreciprocal "
                                                              "(exact over the whole index)",
                                       callback=names_of("re-ranker", _rerankers)),
+    match: str | None = typer.Option(None, "--match", help="'class': rank by the model's class-aware match "
+                                                            "(the probability that query and item show the same "
+                                                            "class, plus the cosine; the default for an index "
+                                                            "built with --model); 'cosine': the embedding alone"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing --grid picture"),
 ) -> None:
     """Query an index with a sentence, an image or a recording; print ids, scores and classes (optionally a
@@ -314,6 +318,8 @@ def retrieve(
     index = one_path(index, index_option, "index", "as the first argument: fgmm retrieve INDEX ...")
     if sum(x is not None for x in (text, image, audio)) != 1:
         raise UsageError("give exactly one of --text SENTENCE, --image FILE or --audio FILE")
+    if match not in (None, "class", "cosine"):
+        raise UsageError(f"--match must be 'class' or 'cosine', got '{match}'")
     if grid is not None:
         check_new_file(grid, force, what="picture (--grid)")
     if rerank is not None:
@@ -326,7 +332,7 @@ def retrieve(
         raise DataError(query, f"query {modality} not found")
     _quiet_transformers()
     retriever = Retriever.load(index, cache=feature_cache(cache), modalities=[modality])
-    result = retriever.search(modality, [query], k, rerank=rerank)
+    result = retriever.search(modality, [query], k, rerank=rerank, match=match)
     rows = result.rows(0)
     if as_json:
         print_json({"query": {modality: str(query)}, "results": rows})

@@ -124,6 +124,19 @@ def unreadable_audio(paths: Sequence[str | Path]) -> list[tuple[int, str]]:
     return [(i, scan.problem) for i, scan in enumerate(scan_audio(paths)) if scan.problem is not None]
 
 
+class ClassAwareMatch:
+    """The model's class-aware scores (:meth:`fgmm.FGModel.match_scores`) of ``query_modality`` embeddings
+    against the ``item_modality`` vectors of an index, with the re-ranker interface
+    ``(queries [Q, d], items [N, d]) -> [Q, N]`` of :mod:`fgmm.retrieval.rerank`."""
+
+    def __init__(self, model: Any, query_modality: str, item_modality: str):
+        self.model, self.query_modality, self.item_modality = model, query_modality, item_modality
+
+    def __call__(self, queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.model.match_scores(self.model.keys_from_embeddings(self.query_modality, queries),
+                                       self.model.keys_from_embeddings(self.item_modality, items))
+
+
 class Retriever:
     """An index plus the encoders (and model) that put queries into its space.
 
@@ -250,15 +263,30 @@ class Retriever:
         features = FEATURE_EXTRACTORS.get(modality)(self.encoders[modality], inputs, self.cache, progress=progress)
         return features if self.model is None else self.model.embed(modality, features.to(self.model.gamma.device))
 
-    def search(self, modality: str, inputs: Sequence[Any], k: int = 10, rerank: Any = None) -> SearchResult:
-        """Top-``k`` items for each query (image paths, texts or audio paths), optionally re-ranked by ``rerank``
-        (a name or instance of :data:`fgmm.retrieval.rerank.RERANKERS`)."""
+    def search(self, modality: str, inputs: Sequence[Any], k: int = 10, rerank: Any = None,
+               match: str | None = None) -> SearchResult:
+        """Top-``k`` items for each query (image paths, texts or audio paths).
+
+        Args:
+            rerank: re-rank by a name or instance of :data:`fgmm.retrieval.rerank.RERANKERS`.
+            match: ``"cosine"`` (nearest neighbours of the embedding) or ``"class"`` (the model's class-aware
+                match, :meth:`fgmm.FGModel.match_scores`: the probability that query and item show the same
+                class, with the cosine; exact over the whole index). Default: ``"class"`` for an index built
+                with a fitted model and no ``rerank``, else ``"cosine"``.
+        """
+        if match not in (None, "cosine", "class"):
+            raise ConfigError(f"match must be 'cosine' or 'class', got {match!r}")
+        names_classes = self.model is not None and bool(self.model.available_classes().any())
+        if match == "class" and (not names_classes or rerank is not None):
+            raise ConfigError("class-aware matching needs an index built with a fitted model (fgmm index build "
+                              "--model) and no re-ranker")
         queries = self.embed(modality, inputs)
-        if rerank is None:
+        if rerank is None and (match or ("class" if names_classes else "cosine")) == "cosine":
             return self.index.search(queries, k, *self._space)
         from fgmm.retrieval.rerank import rerank_search
 
-        return rerank_search(self.index, queries, k, rerank)
+        return rerank_search(self.index, queries, k, rerank if rerank is not None
+                             else ClassAwareMatch(self.model, modality, self.index.info.modality))
 
     def save(self, folder: str | Path, force: bool = False) -> Path:
         """Write index, encoder specs and model to ``folder`` (absent, empty or an fgmm index; another

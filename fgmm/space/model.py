@@ -228,13 +228,29 @@ class FGModel(nn.Module):
         return torch.softmax(self.logits({modality: features}), dim=-1)
 
     @torch.no_grad()
+    def keys_from_embeddings(self, modality: str, embeddings: Tensor) -> RetrievalKeys:
+        r"""Retrieval keys of joint embeddings of one modality (e.g. the vectors of an index): the embeddings
+        and their class posteriors :math:`\mathrm{softmax}_c\big(s\cos(z, \mathbf{w}_c) - s\gamma_m[c \in S_m]\big)`
+        over the classes the model can name (class priors, which read raw features, are not applied)."""
+        if modality not in self.modalities:
+            raise ConfigError(f"the model has no modality '{modality}'; it has {self.modalities}")
+        if not self.available_classes().any():
+            raise ConfigError("the model names no class yet (fit it first): class posteriors need fitted classes")
+        index = self.modalities.index(modality)
+        z = F.normalize(embeddings.float().to(self.gamma.device), dim=-1)
+        scale = self.scorer.scale.detach()
+        offsets = self.modality_gamma[index] * self.modality_classes[index].to(z.dtype)
+        logits = scale * (z @ self.class_embeddings().T - offsets)
+        logits = logits.masked_fill(~self.available_classes(), float("-inf"))
+        return RetrievalKeys(z.cpu(), torch.softmax(logits, dim=-1).cpu())
+
     def retrieval_keys(self, modality: str, features: Tensor) -> RetrievalKeys:
         """Embeddings and class posteriors of one modality's features, for :meth:`match_scores`."""
         was_training = self.training
         self.eval()
         try:
-            return RetrievalKeys(self.embed(modality, features.to(self.gamma.device)).cpu(),
-                                 self.class_posterior(modality, features))
+            with torch.no_grad():
+                return self.keys_from_embeddings(modality, self.embed(modality, features.to(self.gamma.device)))
         finally:
             self.train(was_training)
 
