@@ -141,3 +141,27 @@ def test_retrieve_cli_finds_a_class_nobody_captioned(served):
                                  "a finch with a green crown", "-k", "3", "--json"])
     assert result.exit_code == 0, result.output
     assert [row["class"] for row in json.loads(result.output)["results"]] == ["green"] * 3
+
+
+def test_predict_cli_ranks_classes_from_a_description_and_explains_them(served):
+    """`fgmm predict MODEL --text ...`: the model's own text-only ranking, each class with the attributes the
+    description names and that class's strength for them."""
+    from fgmm.cli.predict import PREDICT_EXAMPLES, predict
+
+    app = typer.Typer()
+    app.command("predict", epilog=PREDICT_EXAMPLES)(predict)
+    app.command("noop")(lambda: None)  # a second command keeps `predict` a subcommand
+    runner = CliRunner()
+    query = "a finch with a green crown and a cone-shaped bill"
+    result = runner.invoke(app, ["predict", str(served["out"] / "model"), "--text", query, "-k", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    top = json.loads(result.output)[0]["top"]
+    assert top[0]["class"] == "green" and len(top) == 3
+    assert top[0]["attributes"] == [{"attribute": "has_crown_color::green", "words": "green crown", "strength": 0.9},
+                                    {"attribute": "has_bill_shape::cone", "words": "cone-shaped bill",
+                                     "strength": 0.6}]
+    blue = next(row for row in top if row["class"] == "blue")
+    assert [a["strength"] for a in blue["attributes"]] == [0.0, 0.0]  # blue crowns, hooked bills
+    table = runner.invoke(app, ["predict", str(served["out"] / "model"), "--text", query, "-k", "1"])
+    assert table.exit_code == 0 and "matching attributes" in table.output
+    assert "green crown → crown color: green 0.90" in " ".join(table.output.split())

@@ -107,3 +107,11 @@ def one_path(preferred: Path | None, alternative: Path | None, what: str, how: s
     if path is None:
         raise UsageError(f"missing the {what}: give it {how}")
     return path
+
+
+def quiet_transformers() -> None:
+    """No per-load weight progress bars from transformers on the command line (they would also break
+    ``--json`` output read from a terminal that merges the streams)."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()

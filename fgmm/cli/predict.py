@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from fgmm.cli._common import CACHE_HELP, console, feature_cache, friendly_errors, print_json
+from fgmm.cli._common import CACHE_HELP, console, feature_cache, friendly_errors, print_json, quiet_transformers
 from fgmm.errors import UsageError
 
 PREDICT_EXAMPLES = """Examples:
@@ -85,23 +85,40 @@ def predict(
     cache: Path | None = typer.Option(None, "--cache", help=CACHE_HELP),
     as_json: bool = typer.Option(False, "--json", help="print JSON to stdout instead of tables"),
 ) -> None:
-    """Top-k classes with probabilities for each input, from a saved model (any modality it has)."""
+    """Top-k classes with probabilities for each input, from a saved model (any modality it has). For
+    descriptions alone and a model built with a knowledge graph, each class also lists the attributes the
+    description names with that class's strength in the graph (the explanation)."""
+    from fgmm.kgtext.predict import format_evidence
     from fgmm.space import FGModel
 
+    quiet_transformers()
     fitted = FGModel.from_pretrained(model_folder(model))
     inputs = _inputs(list(images or []), list(text or []), audio, lat, lon, date)
     ranked = fitted.predict(k=k, cache=feature_cache(cache), **inputs)
     names = [str(p) for p in inputs["images"]] if "images" in inputs else (
         list(inputs["texts"]) if "texts" in inputs else ["input"])
+    evidence = _evidence(fitted) if set(inputs) == {"texts"} else None
     if as_json:
-        rows = [{"input": name, "top": [{"class": c, "probability": round(p, 6)} for c, p in top]}
+        rows = [{"input": name, "top": [{"class": c, "probability": round(p, 6),
+                                         **({} if evidence is None else {"attributes": [
+                                             {"attribute": a, "words": w, "strength": round(s, 4)}
+                                             for a, w, s in evidence(name, c)]})} for c, p in top]}
                 for name, top in zip(names, ranked, strict=True)]
         print_json(rows)
         return
     for name, top in zip(names, ranked, strict=True):
         table = Table(title=name, title_justify="left")
-        for column in ("rank", "class", "probability"):
+        for column in ("rank", "class", "probability") + (() if evidence is None else ("matching attributes",)):
             table.add_column(column)
         for rank, (label, probability) in enumerate(top, 1):
-            table.add_row(str(rank), label, f"{100 * probability:.1f}%")
+            explained = () if evidence is None else (format_evidence(evidence(name, label)),)
+            table.add_row(str(rank), label, f"{100 * probability:.1f}%", *explained)
         console.print(table)
+
+
+def _evidence(model):
+    """The explanation of a description's ranking (:class:`fgmm.kgtext.DescriptionEvidence`), or ``None``
+    for a model without a knowledge graph."""
+    from fgmm.kgtext.predict import DescriptionEvidence
+
+    return DescriptionEvidence(model) if model.kg is not None and model.graph is not None else None

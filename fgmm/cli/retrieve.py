@@ -24,6 +24,7 @@ from fgmm.cli._common import (
     names_of,
     one_path,
     print_json,
+    quiet_transformers,
 )
 from fgmm.errors import DataError
 
@@ -119,13 +120,6 @@ def _rerankers() -> list[str]:
     return RERANKERS.names()
 
 
-def _quiet_transformers() -> None:
-    """No per-load weight progress bars from transformers on the command line."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-
-
 @index_app.command("build", epilog=BUILD_EXAMPLES)
 @friendly_errors
 def build(
@@ -184,7 +178,7 @@ def build(
         ids = [f"{texts.name}:{i + 1}" for i in range(len(inputs))]
     labelled = _labelled_images(whiten_on) if whiten_on is not None else None
     fitted = FGModel.from_pretrained(model_folder(model)) if model is not None else None
-    _quiet_transformers()
+    quiet_transformers()
     specs = {"image": ("vision", vision, {} if image_size is None else {"image_size": image_size}),
              "text": ("text", text_model, {}), "audio": ("audio", DEFAULT_AUDIO_MODEL, {})}
     if fitted is not None:  # the model's own encoders, checked against the ones it was fitted with
@@ -330,7 +324,7 @@ def retrieve(
         "audio", audio)
     if modality != "text" and not query.is_file():
         raise DataError(query, f"query {modality} not found")
-    _quiet_transformers()
+    quiet_transformers()
     retriever = Retriever.load(index, cache=feature_cache(cache), modalities=[modality])
     result = retriever.search(modality, [query], k, rerank=rerank, match=match)
     rows = result.rows(0)

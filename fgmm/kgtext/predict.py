@@ -48,8 +48,43 @@ class ClassMatch:
 
     def explanation(self) -> str:
         """``"red crown → crown color: red 0.94; ..."`` (empty when the query names no attribute)."""
-        return "; ".join(f"{words} → {attribute.replace('has_', '').replace('_', ' ').replace('::', ': ')} "
-                         f"{strength:.2f}" for attribute, words, strength in self.attributes)
+        return format_evidence(self.attributes)
+
+
+def format_evidence(attributes: Sequence[tuple[str, str, float]]) -> str:
+    """``(attribute, query words, strength)`` triples as ``"red crown → crown color: red 0.94; ..."``."""
+    return "; ".join(f"{words} → {attribute.replace('has_', '').replace('_', ' ').replace('::', ': ')} "
+                     f"{strength:.2f}" for attribute, words, strength in attributes)
+
+
+def query_terms(describer: Describer, query: str) -> list[tuple[int, str]]:
+    """The attributes ``query`` names (:func:`fgmm.kg.phrases.match_attributes`) as ``(column of
+    describer.attributes, query words)``."""
+    column = {name: j for j, name in enumerate(describer.attributes)}
+    return [(column[t.attribute], t.words) for t in match_attributes(query, describer.attributes)]
+
+
+class DescriptionEvidence:
+    """The explanation of a trained :class:`fgmm.FGModel`'s text-only ranking: the attributes a
+    description names, each with the KG strength of the ranked class (``fgmm predict --text``).
+
+    Args:
+        model: a model built with a knowledge graph (``model.kg`` and ``model.graph``).
+    """
+
+    def __init__(self, model):
+        if model.kg is None or model.graph is None:
+            raise ConfigError("the model was built without a knowledge graph: no attributes to explain with")
+        self.describer = Describer(model.kg, class_order=model.graph.class_names)
+        self.row = {name: i for i, name in enumerate(model.class_names)}
+
+    def __call__(self, query: str, class_name: str) -> list[tuple[str, str, float]]:
+        """``(attribute, query words, strength of class_name)`` per attribute ``query`` names, in query order."""
+        if class_name not in self.row:
+            raise ConfigError(f"unknown class '{class_name}'")
+        strengths = self.describer.matrix[self.row[class_name]]
+        return [(self.describer.attributes[j], words, float(strengths[j]))
+                for j, words in query_terms(self.describer, query)]
 
 
 class TextClassRanker:
@@ -97,12 +132,11 @@ class TextClassRanker:
     def evidence(self, queries: Sequence[str]) -> tuple[torch.Tensor, list[list[tuple[int, str]]]]:
         """``[Q, C]`` mean KG strength of each query's matched attributes, and per query its matches
         as ``(attribute column, query words)``."""
-        column = {name: j for j, name in enumerate(self.describer.attributes)}
         matrix = torch.as_tensor(self.describer.matrix, dtype=torch.float32)
         out = torch.zeros(len(queries), matrix.shape[0])
         matches = []
         for i, query in enumerate(queries):
-            terms = [(column[t.attribute], t.words) for t in match_attributes(query, self.describer.attributes)]
+            terms = query_terms(self.describer, query)
             matches.append(terms)
             if terms:
                 out[i] = matrix[:, [j for j, _ in terms]].mean(1)
