@@ -1,6 +1,7 @@
 """CUB-200-2011 benchmark (DESIGN.md section 3).
 
-    python benchmarks/cub.py --root DIR --out results.json [--cache DIR] [--tasks image,kg,...] [--seeds 0,1,2]
+    python benchmarks/cub.py --root DIR --out results.json [--cache DIR] [--tasks image,kg,...] [--seeds 0,1,2] \\
+        [--update]
 
 Uses the official split when ``train_test_split.txt`` marks test images present under ``--root``,
 otherwise a fixed seeded 20% per-class holdout of the train images (reported under ``"split"``).
@@ -11,12 +12,14 @@ its keys.
 ``--seeds 0,1,2`` runs every seed (the seed of the holdout when the split is a holdout, and of every
 model and random draw) and writes ``per_seed`` (each seed's results), ``mean`` and ``sd`` (sample
 standard deviation over the seeds, of every number all seeds report); the contract keys at the top
-level are the means.
+level are the means. ``--update`` reruns some tasks into an existing results file (their keys
+replaced, every other key kept, mean and sd recomputed).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -45,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vision", default="efficientnet_lite2", help="vision encoder (any timm name)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (mean and sd are reported)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    parser.add_argument("--update", action="store_true",
+                        help="--out exists: rerun --tasks for its seeds and replace their keys there (the other "
+                             "tasks' keys stay; mean and sd are recomputed)")
     args = parser.parse_args(argv)
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -73,6 +79,26 @@ def run_seed(args: argparse.Namespace, seed: int, tasks: list[str], cache: Featu
             "seed": seed}
 
 
+def read_previous(args: argparse.Namespace) -> dict[str, Any]:
+    """The results file ``--update`` rewrites; its seeds must be ``--seeds``."""
+    if not args.out.is_file():
+        raise SystemExit(f"--update: {args.out} does not exist")
+    previous = json.loads(args.out.read_text(encoding="utf-8"))
+    seeds = previous.get("seeds", [previous.get("seed")])
+    if seeds != args.seeds:
+        raise SystemExit(f"--update: {args.out} holds seeds {seeds}, not --seeds {args.seeds}")
+    return previous
+
+
+def updated(previous: dict[str, Any], fresh: dict[int, dict[str, Any]],
+            tasks: list[str]) -> tuple[dict[int, dict[str, Any]], list[str]]:
+    """Each seed's previous results with the fresh tasks' keys (and seconds) replacing theirs."""
+    old = previous.get("per_seed") or {str(previous.get("seed")): previous}
+    merged = {seed: {**old[str(seed)], **run, "seconds": {**old[str(seed)].get("seconds", {}), **run["seconds"]}}
+              for seed, run in fresh.items()}
+    return merged, list(dict.fromkeys([*previous.get("tasks", []), *tasks]))
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     console = Console()
@@ -80,7 +106,10 @@ def main(argv: list[str] | None = None) -> dict:
     for task in tasks:
         TASKS.get(task)  # an unknown task fails before anything runs
     cache = FeatureCache(args.cache or default_cache_dir())
+    previous = read_previous(args) if args.update else None
     per_seed = {seed: run_seed(args, seed, tasks, cache) for seed in args.seeds}
+    if previous is not None:
+        per_seed, tasks = updated(previous, per_seed, tasks)
     if len(per_seed) == 1:
         results = {**next(iter(per_seed.values())), "tasks": tasks}
     else:
