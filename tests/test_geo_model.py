@@ -85,7 +85,8 @@ def test_prior_masks_samples_without_a_place_and_gains_on_two_continents(fitted:
     table = tables(fitted, data["test"], data["test_images"])
     fused, image = logits(fitted, table), fitted.logits({"image": data["test_images"]})
     absent = ~table["geo"].present
-    assert torch.equal(fused[absent], torch.log_softmax(image[absent], dim=1))  # no place: the image prediction
+    assert torch.equal(fused[absent], image[absent])  # no place: the image prediction (both log-probabilities)
+    assert torch.allclose(image.exp().sum(1), torch.ones(len(image)))
     y = data["test_labels"]
     fused_top1, image_top1 = ((s.argmax(1) == y).float().mean() for s in (fused, image))
     assert fused_top1 >= 0.9 > image_top1 + 0.1
