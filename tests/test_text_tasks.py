@@ -53,3 +53,23 @@ def test_text_classes_restrict_the_tasks_and_add_the_all_class_fusion_key(tiny_p
     assert text_run(ctx).classes == [0, 1]
     assert 0.0 <= metrics["fused_top1"] <= 1.0 and 0.0 <= metrics["fused_top1_joint"] <= 1.0  # every captioned class
     assert 0.0 <= metrics["fused_top1_50_product"] <= 1.0
+
+
+def test_retrieval_fine_tunes_a_copy_of_the_text_tower_and_reports_the_tuned_caption_keys(tiny_procedural, one_thread):
+    from fgmm.encoders import create_encoder
+    from fgmm.tasks.text import tuned_tower
+
+    encoder = create_encoder("text")  # MiniLM, offline
+    ctx = context(tiny_procedural)
+    ctx.shared["text_encoder"] = encoder
+    before = [p.detach().clone() for p in encoder.parameters()]
+    metrics = run_tasks(ctx, ["retrieval"])
+    for key in ("i2t_mAP_caption_tuned", "t2i_mAP_caption_tuned", "i2t_R@1_caption_tuned", "t2i_R@1_caption_tuned"):
+        assert 0.0 < metrics[key] <= 1.0
+    assert all(torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))  # the context's tower
+    run = text_run(ctx)
+    model, features, owner = tuned_tower(ctx, run)
+    assert model is not run.model and features.shape == (len(owner), encoder.dim)
+    assert owner.tolist() == sorted(owner.tolist()) and owner.max().item() == len(run.test) - 1
+    pairs = zip(model.projections["text"].parameters(), run.model.projections["text"].parameters(), strict=True)
+    assert not all(torch.equal(a, b) for a, b in pairs)  # the copy's text projection was tuned, the run's kept
