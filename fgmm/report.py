@@ -43,6 +43,8 @@ TABLE_ROWS: tuple[tuple[str, str], ...] = (
     ("t2i_mAP", "retrieval text→image mAP (class-level)"),
     ("i2t_mAP_caption", "retrieval image→caption mAP (each caption an item)"),
     ("t2i_mAP_caption", "retrieval caption→image mAP (each caption an item)"),
+    ("i2t_mAP_caption_tuned", "retrieval image→caption mAP, text tower fine-tuned"),
+    ("t2i_mAP_caption_tuned", "retrieval caption→image mAP, text tower fine-tuned"),
     ("img_knn_R@1", "image→image R@1, unseen classes, frozen kNN (baseline)"),
     ("img_R@1", "image→image R@1, unseen classes"),
     ("img_mAP", "image→image mAP, unseen classes"),
