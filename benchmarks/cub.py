@@ -35,7 +35,7 @@ from fgmm.pipeline import build_context, default_cache_dir
 from fgmm.report import results_table, summarize_seeds, write_json_atomic
 from fgmm.tasks import TASKS, run_tasks
 
-DEFAULT_TASKS = ("image", "kg", "zsl", "zsl_ps", "text", "retrieval", "image_retrieval", "noise")
+DEFAULT_TASKS = ("image", "kg", "zsl", "zsl_ps", "text", "text_tuned", "retrieval", "image_retrieval", "noise")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

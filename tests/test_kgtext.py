@@ -165,3 +165,33 @@ def test_predict_cli_ranks_classes_from_a_description_and_explains_them(served):
     table = runner.invoke(app, ["predict", str(served["out"] / "model"), "--text", query, "-k", "1"])
     assert table.exit_code == 0 and "matching attributes" in table.output
     assert "green crown → crown color: green 0.90" in " ".join(table.output.split())
+
+
+def test_documents_train_the_tower_on_random_caption_subsets_pooled_as_at_test_time():
+    import random
+
+    import torch.nn.functional as F
+
+    from fgmm.errors import ConfigError
+    from fgmm.kgtext.tuning import SentenceItems, TokenCollate, pool_documents
+    from fgmm.space import ModalityTable
+
+    captions = [f"caption {k}" for k in range(10)]
+    items = SentenceItems([captions, "one sentence"], [3, 1], max_texts=4)
+    random.seed(0)
+    drawn = [items[0]["texts"] for _ in range(200)]
+    assert {len(d) for d in drawn} == {1, 2, 3, 4} and all(set(d) <= set(captions) for d in drawn)
+    assert items[1] == {"texts": ["one sentence"], "label": 1}
+    with pytest.raises(ConfigError, match="no sentence"):
+        SentenceItems([[]], [0])
+
+    class Tokens:  # stands in for the encoder's tokenizer: one token per word
+        backbone = type("Backbone", (), {"max_length": 8, "tokenizer": staticmethod(
+            lambda texts, **_: {"input_ids": torch.tensor([[len(t)] for t in texts])})})
+
+    batch = TokenCollate(Tokens())([{"texts": ["a", "bb", "ccc"], "label": 0}, {"texts": ["dd"], "label": 2}])
+    assert batch["owner"].tolist() == [0, 0, 0, 1] and batch["label"].tolist() == [0, 2]
+    assert batch["text.input_ids"].shape == (4, 1)
+    embeddings = F.normalize(torch.randn(4, 6, generator=torch.Generator().manual_seed(0)), dim=1)
+    table = ModalityTable(embeddings, [[0, 1, 2], [3]])
+    assert torch.allclose(pool_documents(embeddings, batch["owner"]), table.pooled(), atol=1e-6)

@@ -8,14 +8,19 @@ transformer layers trained, the rest frozen), :math:`P^{\phi}_{txt}` the model's
 (``model.projections["text"]``), and :math:`W` (``[C, d]``, ``model.class_embeddings()``) and :math:`s`
 (``model.scorer.scale``) the model's class embeddings and cosine scale, held fixed: the
 image side and the class geometry stay as trained, only the way sentences reach them changes.
-Training items are single sentences with their class: captions of the captioned classes and the
+Training items are sentences with their class (captions of the captioned classes and the
 knowledge-graph descriptions of every class, so caption and description style meet in the tower
-itself rather than only after a frozen encoder. Runs on :class:`fgmm.train.Trainer`; on CPU a few
+itself rather than only after a frozen encoder) or *documents* :math:`D` (an image's captions), whose
+embedding in the loss is that of a random subset :math:`D' \subseteq D` of 1..``max_texts`` sentences,
+drawn anew on every access: :math:`e_\theta(D') = \frac{\sum_{t \in D'} e_\theta(t)}{\lVert
+\sum_{t \in D'} e_\theta(t) \rVert}`, the way a sample's texts are pooled at test time.
+Runs on :class:`fgmm.train.Trainer`; on CPU a few
 thousand steps of 32 short sentences take minutes.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,31 +35,48 @@ from fgmm.train import TrainConfig, Trainer, TrainResult
 
 
 class SentenceItems(Dataset):
-    """``{"text": str, "label": int}`` items of parallel lists of sentences and class labels."""
+    """``{"texts": [str, ...], "label": int}`` items of parallel lists of texts and class labels.
 
-    def __init__(self, texts: Sequence[str], labels: Sequence[int]):
+    An item's text is a sentence or a *document* (a sequence of sentences, e.g. an image's ten captions);
+    each access to a document draws a random 1..``max_texts`` of its sentences (Python's RNG, which the
+    :class:`~fgmm.train.Trainer` seeds), whose embeddings the objective pools as the renormalised mean, the
+    way :meth:`fgmm.space.ModalityTable.pooled` pools them at test time.
+    """
+
+    def __init__(self, texts: Sequence[str | Sequence[str]], labels: Sequence[int], max_texts: int = 10):
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-        self.texts, self.labels = list(texts), [int(y) for y in labels]
+        if max_texts < 1:
+            raise ConfigError(f"max_texts must be >= 1, got {max_texts}")
+        self.texts = [[t] if isinstance(t, str) else list(t) for t in texts]
+        if not all(self.texts):
+            raise ConfigError("a training document has no sentence")
+        self.labels, self.max_texts = [int(y) for y in labels], max_texts
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"text": self.texts[index], "label": self.labels[index]}
+        sentences = self.texts[index]
+        if len(sentences) > 1:
+            sentences = random.sample(sentences, random.randint(1, min(len(sentences), self.max_texts)))
+        return {"texts": sentences, "label": self.labels[index]}
 
 
 class TokenCollate:
-    """Batches :class:`SentenceItems` as ``{"text.<token field>": [B, L], "label": [B]}`` (picklable)."""
+    """Batches :class:`SentenceItems` as ``{"text.<token field>": [S, L], "owner": [S], "label": [B]}``, the
+    ``S`` sentences of the ``B`` items flattened and ``owner`` the item of each (picklable)."""
 
     def __init__(self, encoder: TextEncoder):
         self.tokenizer = encoder.backbone.tokenizer
         self.max_length = encoder.backbone.max_length
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        tokens = self.tokenizer([item["text"] for item in items], padding=True, truncation=True,
-                                max_length=self.max_length, return_tensors="pt")
+        sentences = [text for item in items for text in item["texts"]]
+        tokens = self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_length,
+                                return_tensors="pt")
         batch = {f"text.{k}": v for k, v in tokens.items()}
+        batch["owner"] = torch.tensor([k for k, item in enumerate(items) for _ in item["texts"]])
         batch["label"] = torch.tensor([item["label"] for item in items])
         return batch
 
@@ -75,6 +97,14 @@ def train_top_layers(encoder: TextEncoder, layers: int | None) -> None:
     for layer in list(stack)[len(stack) - layers:]:
         for p in layer.parameters():
             p.requires_grad_(True)
+
+
+def pool_documents(embeddings: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """``[B, d]``: the renormalised mean of the sentence ``embeddings`` ``[S, d]`` of each item (``owner``
+    ``[S]``, sorted item indices); an item of one sentence keeps its embedding unchanged."""
+    counts = torch.bincount(owner)
+    sums = embeddings.new_zeros(len(counts), embeddings.shape[1]).index_add(0, owner, embeddings)
+    return torch.where((counts > 1)[:, None], F.normalize(sums, dim=-1), sums)
 
 
 class TextTowerObjective(nn.Module):
@@ -98,7 +128,7 @@ class TextTowerObjective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         tokens = {k.split(".", 1)[1]: v for k, v in batch.items() if k.startswith("text.")}
-        z = self.projection(self.encoder(**tokens))
+        z = self.projection(pool_documents(self.encoder(**tokens), batch["owner"]))
         logits = self.scale * z @ self.class_embeddings.T
         out = {"logits": logits}
         if "label" in batch:
@@ -107,15 +137,17 @@ class TextTowerObjective(nn.Module):
 
 
 def tune_text_tower(encoder: TextEncoder, projection: nn.Module, class_embeddings: torch.Tensor, scale: float,
-                    texts: Sequence[str], labels: Sequence[int], train_config: TrainConfig, *,
-                    train_layers: int | None = 2, train_projection: bool = True) -> TrainResult:
-    """Fine-tune ``encoder`` (in place, frozen again afterwards) and ``projection`` on (sentence, class) pairs.
+                    texts: Sequence[str | Sequence[str]], labels: Sequence[int], train_config: TrainConfig, *,
+                    train_layers: int | None = 2, train_projection: bool = True, max_texts: int = 10
+                    ) -> TrainResult:
+    """Fine-tune ``encoder`` (in place, frozen again afterwards) and ``projection`` on (text, class) pairs.
 
     Args:
         encoder: the text encoder the model's text features came from.
         projection: the model's text projection (``model.projections["text"]``), updated in place.
         class_embeddings, scale: the model's :math:`W` and :math:`s`, held fixed.
-        texts, labels: the training sentences and their classes.
+        texts, labels: the training texts and their classes; a text is a sentence or a document (a sequence
+            of sentences, pooled from a random 1..``max_texts`` of them per draw, :class:`SentenceItems`).
         train_config: the Trainer's recipe (``max_steps`` bounds the run; ``lr`` ~ 2e-5 for the encoder).
         train_layers: how many top transformer layers train (``None``: all).
         train_projection: also train the projection.
@@ -127,7 +159,7 @@ def tune_text_tower(encoder: TextEncoder, projection: nn.Module, class_embedding
     train_top_layers(encoder, train_layers)
     objective = TextTowerObjective(encoder, projection, class_embeddings, scale, train_projection)
     try:
-        return Trainer(objective, train_config, SentenceItems(texts, labels),
+        return Trainer(objective, train_config, SentenceItems(texts, labels, max_texts),
                        collate_fn=TokenCollate(encoder)).fit(resume=False)
     finally:
         encoder.cpu().freeze()

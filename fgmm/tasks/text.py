@@ -16,6 +16,10 @@ test split. Accuracies are overall top-1 over the test images.
   against ``image_top1``: ``fused_top1`` — the product model (the better of the two on an inner
   validation split of the training images: 77.1% vs 72.0% image only, seed 0), ``fused_top1_joint`` —
   the ``"image-text"`` model.
+* ``text_tuned``: ``fused_top1_tuned`` — the product model of every captioned class (``fused_top1``'s) with
+  the test captions encoded by a copy of the text tower fine-tuned towards the model's own text expert
+  (:func:`tuned_product_texts`, recipe :data:`PRODUCT_TOWER_TUNING`); a separate task because the tuning
+  takes minutes on a CPU.
 * ``retrieval`` (the ``"image-text"`` model of ``text_classes``), over the held-out captioned images,
   ranked by the model's class-aware match (:meth:`fgmm.FGModel.match_scores`: the log-probability that
   image and text show the same class plus their joint-embedding cosine; ``*_mAP_caption_cosine``: the
@@ -71,6 +75,8 @@ class TowerTuning:
         quick_steps: the step limit in ``quick`` mode (the demo).
         lr: AdamW learning rate, cosine schedule over the run after ``warmup_steps``.
         layers: top transformer layers trained (``None``: all).
+        documents: train on each training image's captions as one document (a random 1..:data:`MAX_TEXTS`
+            of them pooled per draw, the way the fused keys pool them) instead of on single captions.
     """
 
     epochs: int = 1
@@ -79,12 +85,19 @@ class TowerTuning:
     lr: float = 3e-5
     warmup_steps: int = 50
     layers: int | None = 2
+    documents: bool = False
 
 
 TOWER_TUNING = TowerTuning()
 """Chosen on the validation split of :func:`text_recipe` (CUB, seed 0): one pass over the 50 classes'
 9.5k training captions (about 300 steps), top 2 layers, lr 3e-5 raised per-caption mAP there from
 0.271 / 0.378 to 0.288 / 0.390 (benchmarks/README.md)."""
+
+PRODUCT_TOWER_TUNING = TowerTuning()
+"""The recipe of :func:`tuned_product_texts` (``fused_top1_tuned``), chosen on the validation split of
+:func:`text_recipe` (CUB, seed 0, 200 classes; fused top-1 with the frozen tower 76.9): single captions, one
+pass (about 1,200 steps), top 2 layers, lr 3e-5 gave 78.0; all layers 76.5; documents (``documents=True``)
+for three passes 77.4 (benchmarks/README.md)."""
 
 
 @dataclass
@@ -108,6 +121,10 @@ class TextRun:
         """Labels of dataset samples ``indices`` as indices into :attr:`classes`."""
         position = {label: i for i, label in enumerate(self.classes)}
         return torch.tensor([position[int(label)] for label in ctx.labels(indices)])
+
+    def test_texts(self) -> ModalityTable:
+        """The text table of the held-out samples (row ``k``: ``test[k]``)."""
+        return self.text.subset(self.test)
 
 
 def text_table(ctx: TaskContext) -> ModalityTable:
@@ -186,24 +203,35 @@ def text_run(ctx: TaskContext, classes: list[int] | None = None, with_text: bool
     return run
 
 
-def _fused_top1(run: TextRun, ctx: TaskContext, with_text: bool = True) -> float:
+def _fused_top1(run: TextRun, ctx: TaskContext, texts: ModalityTable | None) -> float:
+    """Top-1 of ``run.model`` on its test images, each with its own ``texts`` (a table over ``run.test``;
+    ``None``: images only)."""
     features = {"image": ctx.features["image"][run.test]}
-    if with_text:
-        features["text"] = run.text.subset(run.test).pooled()
+    if texts is not None:
+        features["text"] = texts.pooled()
     predictions = run.model.logits(features).argmax(1)
     return float((predictions == run.local_labels(ctx, run.test)).float().mean())
 
 
 @TASKS.register("text")
 def text_task(ctx: TaskContext) -> dict[str, float]:
-    metrics = {"image_top1_50": _fused_top1(text_run(ctx, with_text=False), ctx, with_text=False),
-               "fused_top1_50": _fused_top1(text_run(ctx), ctx),
-               "fused_top1_50_product": _fused_top1(product_run(ctx, ctx.text_classes), ctx)}
+    metrics = {"image_top1_50": _fused_top1(text_run(ctx, with_text=False), ctx, None)}
+    runs = {"fused_top1_50": text_run(ctx), "fused_top1_50_product": product_run(ctx, ctx.text_classes)}
+    for key, run in runs.items():
+        metrics[key] = _fused_top1(run, ctx, run.test_texts())
     every = sorted({int(ctx.dataset.labels[i]) for i in captioned(ctx, "train")})
     if ctx.text_classes is not None and set(every) != set(ctx.text_classes):
-        metrics["fused_top1"] = _fused_top1(product_run(ctx, every), ctx)
-        metrics["fused_top1_joint"] = _fused_top1(text_run(ctx, classes=every), ctx)
+        product, joint = product_run(ctx, every), text_run(ctx, classes=every)
+        metrics["fused_top1"] = _fused_top1(product, ctx, product.test_texts())
+        metrics["fused_top1_joint"] = _fused_top1(joint, ctx, joint.test_texts())
     return metrics
+
+
+@TASKS.register("text_tuned")
+def text_tuned_task(ctx: TaskContext) -> dict[str, float]:
+    product = product_run(ctx, sorted({int(ctx.dataset.labels[i]) for i in captioned(ctx, "train")}))
+    tuned = tuned_product_texts(ctx, product)
+    return {} if tuned is None else {"fused_top1_tuned": _fused_top1(product, ctx, tuned)}
 
 
 def _both_directions(scores: torch.Tensor, own: torch.Tensor, image_labels: torch.Tensor,
@@ -216,6 +244,46 @@ def _both_directions(scores: torch.Tensor, own: torch.Tensor, image_labels: torc
     return metrics
 
 
+def _training_texts(ctx: TaskContext, run: TextRun, documents: bool) -> tuple[list, list[int]]:
+    """``run``'s training texts with their samples' local labels: every caption on its own, or (``documents``)
+    each sample's captions as one document."""
+    texts, labels = [], []
+    for i, label in zip(run.train, run.local_labels(ctx, run.train).tolist(), strict=True):
+        captions = list(ctx.dataset[i].texts)
+        texts += [captions] if documents else captions
+        labels += [label] * (1 if documents else len(captions))
+    return texts, labels
+
+
+def _tuned_tower_copy(ctx: TaskContext, run: TextRun, projection: torch.nn.Module, class_embeddings: torch.Tensor,
+                      scale: float, tuning: TowerTuning, train_projection: bool) -> TextEncoder | None:
+    """A copy of the context's text tower fine-tuned (:func:`fgmm.kgtext.tune_text_tower`) on ``run``'s training
+    captions towards fixed ``class_embeddings`` through ``projection``; ``None`` when the context's text
+    features come from something that is not a trainable :class:`~fgmm.encoders.text.TextEncoder`."""
+    base = ctx.shared.get("text_encoder")
+    if not isinstance(base, TextEncoder):
+        return None
+    texts, labels = _training_texts(ctx, run, tuning.documents)
+    encoder = copy.deepcopy(base).to(ctx.device)
+    with tempfile.TemporaryDirectory(prefix="fgmm-tower-") as tmp:
+        config = TrainConfig(epochs=tuning.epochs, batch_size=min(tuning.batch_size, len(texts)), lr=tuning.lr,
+                             weight_decay=0.01, scheduler="cosine", warmup_steps=tuning.warmup_steps,
+                             seed=ctx.seed, out_dir=Path(tmp), progress=False, log_every_steps=10_000,
+                             max_steps=tuning.quick_steps if ctx.quick else None, device=ctx.device)
+        tune_text_tower(encoder, projection, class_embeddings, scale, texts, labels, config,
+                        train_layers=tuning.layers, train_projection=train_projection, max_texts=MAX_TEXTS)
+    return encoder
+
+
+def _encode_texts(ctx: TaskContext, encoder: TextEncoder, indices: np.ndarray) -> ModalityTable:
+    """``encoder``'s features of every text of the samples at ``indices`` (row ``k`` of the table: ``indices[k]``)."""
+    texts = [list(ctx.dataset[i].texts) for i in indices]
+    with torch.no_grad():
+        features = encoder.to(ctx.device).encode([t for sample in texts for t in sample]).float().cpu()
+    ends = np.cumsum([len(sample) for sample in texts])
+    return ModalityTable(features, [list(range(end - len(s), end)) for s, end in zip(texts, ends, strict=True)])
+
+
 def tuned_tower(ctx: TaskContext, run: TextRun, tuning: TowerTuning = TOWER_TUNING
                 ) -> tuple[object, torch.Tensor, torch.Tensor] | None:
     """A copy of ``run.model`` whose text projection was fine-tuned with a copy of the context's text tower
@@ -223,37 +291,35 @@ def tuned_tower(ctx: TaskContext, run: TextRun, tuning: TowerTuning = TOWER_TUNI
     of the test captions: ``(model, features [Q, d], owner [Q])`` with ``owner`` the position in
     ``run.test``; ``None`` when the context's text features come from something that is not a trainable
     :class:`~fgmm.encoders.text.TextEncoder`."""
-    base = ctx.shared.get("text_encoder")
-    if not isinstance(base, TextEncoder):
-        return None
-    texts, labels = [], []
-    for i, label in zip(run.train, run.local_labels(ctx, run.train).tolist(), strict=True):
-        texts += list(ctx.dataset[i].texts)
-        labels += [label] * len(ctx.dataset[i].texts)
     model = copy.deepcopy(run.model)
-    encoder = copy.deepcopy(base).to(ctx.device)
     with torch.no_grad():
         weights, scale = model.class_embeddings(), float(model.scorer.scale)
-    with tempfile.TemporaryDirectory(prefix="fgmm-tower-") as tmp:
-        config = TrainConfig(epochs=tuning.epochs, batch_size=min(tuning.batch_size, len(texts)), lr=tuning.lr,
-                             weight_decay=0.01, scheduler="cosine", warmup_steps=tuning.warmup_steps,
-                             seed=ctx.seed, out_dir=Path(tmp), progress=False, log_every_steps=10_000,
-                             max_steps=tuning.quick_steps if ctx.quick else None, device=ctx.device)
-        tune_text_tower(encoder, model.projections["text"], weights, scale, texts, labels, config,
-                        train_layers=tuning.layers)
+    encoder = _tuned_tower_copy(ctx, run, model.projections["text"], weights, scale, tuning, train_projection=True)
+    if encoder is None:
+        return None
     model.eval()
-    captions = [text for i in run.test for text in ctx.dataset[i].texts]
-    owner = torch.tensor([k for k, i in enumerate(run.test) for _ in ctx.dataset[i].texts])
-    with torch.no_grad():
-        features = encoder.to(ctx.device).encode(captions).float().cpu()
+    features, owner = _encode_texts(ctx, encoder, run.test).expand()
     return model, features, owner
+
+
+def tuned_product_texts(ctx: TaskContext, run: TextRun, tuning: TowerTuning = PRODUCT_TOWER_TUNING
+                        ) -> ModalityTable | None:
+    """The test texts of a product run (:func:`product_run`) encoded by a copy of the context's text tower
+    fine-tuned towards the run's own text expert: its whitening (fixed) as the projection, its class means as
+    the class embeddings and its calibrated scale (:class:`~fgmm.space.modality_prior.ClassMeansPrior`), so
+    the tuned features plug into the fitted model unchanged. Row ``k``: ``run.test[k]``; ``None`` as in
+    :func:`tuned_tower`."""
+    expert = copy.deepcopy(run.model.priors["text"])
+    encoder = _tuned_tower_copy(ctx, run, expert.whitening, expert.means, float(expert.log_scale.exp()), tuning,
+                                train_projection=False)
+    return None if encoder is None else _encode_texts(ctx, encoder, run.test)
 
 
 @TASKS.register("retrieval")
 def retrieval_task(ctx: TaskContext) -> dict[str, float]:
     run = text_run(ctx)
     model = run.model
-    test_text = run.text.subset(run.test)
+    test_text = run.test_texts()
     captions, owner = test_text.expand()
     images = model.retrieval_keys("image", ctx.features["image"][run.test])
     documents = model.retrieval_keys("text", test_text.pooled())
