@@ -195,3 +195,31 @@ def test_documents_train_the_tower_on_random_caption_subsets_pooled_as_at_test_t
     embeddings = F.normalize(torch.randn(4, 6, generator=torch.Generator().manual_seed(0)), dim=1)
     table = ModalityTable(embeddings, [[0, 1, 2], [3]])
     assert torch.allclose(pool_documents(embeddings, batch["owner"]), table.pooled(), atol=1e-6)
+
+
+def test_a_diverged_tower_tuning_is_an_error_not_silent_nan_features(tmp_path):
+    from fgmm.encoders import create_encoder
+    from fgmm.errors import FgmmError
+
+    tower = create_encoder("text", frozen=False)
+    classes = torch.eye(2, tower.dim)
+    config = TrainConfig(epochs=1, batch_size=2, lr=1e30, max_steps=3, progress=False, log_every_steps=10_000,
+                         out_dir=tmp_path)
+    with pytest.raises(FgmmError, match="diverged"):
+        tune_text_tower(tower, torch.nn.Identity(), classes, 10.0, ["a red bird", "a blue bird"] * 2, [0, 1, 0, 1],
+                        config, train_layers=1)
+    assert tower.frozen
+
+
+def test_signed_power_keeps_its_values_and_has_a_finite_gradient_at_zero():
+    from fgmm.space.projections import FeatureWhitening, signed_power
+
+    x = torch.tensor([[-4.0, 0.0, 0.25, 1e-30]], requires_grad=True)
+    y = signed_power(x, 0.5)
+    assert torch.equal(y.detach(), torch.tensor([[-2.0, 0.0, 0.5, 1e-15]]))
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad[0, 1] == 0.0
+    whitening = FeatureWhitening(3, shrinkage=1.0).fit(torch.randn(20, 3), torch.arange(20) % 2)
+    z = torch.tensor([[0.0, 0.6, 0.8]], requires_grad=True)
+    whitening(z).sum().backward()  # a text tower tuned through a whitening sees exact zeros
+    assert torch.isfinite(z.grad).all()

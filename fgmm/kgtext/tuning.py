@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fgmm.encoders.text import TextEncoder
-from fgmm.errors import ConfigError
+from fgmm.errors import ConfigError, FgmmError
 from fgmm.train import TrainConfig, Trainer, TrainResult
 
 
@@ -155,12 +155,20 @@ def tune_text_tower(encoder: TextEncoder, projection: nn.Module, class_embedding
     Returns:
         The Trainer's result. ``encoder.fingerprint()`` changes, so its features never mix with the
         frozen encoder's in a feature cache.
+
+    Raises:
+        FgmmError: the run diverged (a weight is no longer finite); the encoder is frozen again but unusable.
     """
     train_top_layers(encoder, train_layers)
     objective = TextTowerObjective(encoder, projection, class_embeddings, scale, train_projection)
     try:
-        return Trainer(objective, train_config, SentenceItems(texts, labels, max_texts),
-                       collate_fn=TokenCollate(encoder)).fit(resume=False)
+        result = Trainer(objective, train_config, SentenceItems(texts, labels, max_texts),
+                         collate_fn=TokenCollate(encoder)).fit(resume=False)
+        broken = [name for name, p in objective.named_parameters() if not torch.isfinite(p).all()]
+        if broken:
+            raise FgmmError(f"fine-tuning the text tower diverged: {len(broken)} weight tensors are not finite "
+                            f"(first: {broken[0]}); lower train_config.lr or set train_config.grad_clip")
+        return result
     finally:
         encoder.cpu().freeze()
         projection.cpu().eval()

@@ -31,8 +31,15 @@ PROJECTIONS: Registry[nn.Module] = Registry("projection")
 
 
 def signed_power(features: Tensor, power: float) -> Tensor:
-    r"""Power normalisation :math:`\operatorname{sign}(\mathbf{x})|\mathbf{x}|^{p}` (identity for :math:`p = 1`)."""
-    return features if power == 1.0 else features.sign() * features.abs().pow(power)
+    r"""Power normalisation :math:`\operatorname{sign}(\mathbf{x})|\mathbf{x}|^{p}` (identity for :math:`p = 1`).
+
+    Differentiable everywhere autograd reaches it (a text tower tuned through a whitening): an exact zero
+    gets gradient 0 instead of :math:`0 \cdot \infty` = NaN, which once poisoned every weight of a run.
+    """
+    if power == 1.0:
+        return features
+    magnitude = features.abs()
+    return features.sign() * torch.where(magnitude > 0, magnitude, torch.ones_like(magnitude)).pow(power)
 
 
 class FeatureWhitening(nn.Module):
