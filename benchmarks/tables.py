@@ -115,6 +115,7 @@ CUB_ROWS = (
 CUB_ROWS_NEW = (
     Row("fused_top1", "200 classes: image × its own captions, product of experts (overall top-1)"),
     Row("fused_top1_joint", "200 classes: image + its own captions, joint image-text space (overall top-1)"),
+    Row("fused_top1_tuned", "200 classes: image × its own captions, text tower fine-tuned (overall top-1)"),
 )
 
 HEADLINE_REFERENCES = {
@@ -163,6 +164,8 @@ TEXT_ROWS = (
     Row("fused_top1_50_product", "50 caption classes: image × its captions, product of experts (overall top-1)"),
     Row("fused_top1", "200 classes: image × its captions, product of experts (overall top-1)"),
     Row("fused_top1_joint", "200 classes: image + its captions, joint space (overall top-1)"),
+    Row("fused_top1_tuned", "200 classes: image × its captions, text tower fine-tuned towards the text expert "
+                            "(overall top-1)"),
     Row("image_top1", "200 classes: image only, the image preset (overall top-1)"),
     Row("i2t_mAP_caption", "image→text class-level mAP, per caption, 50 classes (class-aware match)", "frac"),
     Row("t2i_mAP_caption", "text→image class-level mAP, per caption, 50 classes (class-aware match)", "frac"),
