@@ -77,7 +77,7 @@ def test_retrieval_fine_tunes_a_copy_of_the_text_tower_and_reports_the_tuned_cap
 
 def test_the_all_class_product_fuses_texts_of_a_tower_tuned_towards_its_own_text_expert(tiny_procedural, one_thread):
     from fgmm.encoders import create_encoder
-    from fgmm.tasks.text import product_run, tuned_product_texts
+    from fgmm.tasks.text import captioned_classes, product_run, tuned_product_texts
 
     encoder = create_encoder("text")  # MiniLM, offline
     ctx = context(tiny_procedural, text_classes=[0, 1])
@@ -86,7 +86,7 @@ def test_the_all_class_product_fuses_texts_of_a_tower_tuned_towards_its_own_text
     metrics = run_tasks(ctx, ["text_tuned"])
     assert set(metrics) == {"fused_top1_tuned", "seconds"} and 0.0 < metrics["fused_top1_tuned"] <= 1.0
     assert all(torch.equal(a, b) for a, b in zip(before, encoder.parameters(), strict=True))  # the context's tower
-    run = product_run(ctx, sorted({int(ctx.dataset.labels[i]) for i in captioned(ctx, "train")}))
+    run = product_run(ctx, captioned_classes(ctx))
     expert = {k: v.clone() for k, v in run.model.priors["text"].state_dict().items()}
     tuned = tuned_product_texts(ctx, run)
     assert [len(rows) for rows in tuned.rows] == [len(ctx.dataset[i].texts) for i in run.test]

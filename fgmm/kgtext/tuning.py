@@ -14,8 +14,7 @@ itself rather than only after a frozen encoder) or *documents* :math:`D` (an ima
 embedding in the loss is that of a random subset :math:`D' \subseteq D` of 1..``max_texts`` sentences,
 drawn anew on every access: :math:`e_\theta(D') = \frac{\sum_{t \in D'} e_\theta(t)}{\lVert
 \sum_{t \in D'} e_\theta(t) \rVert}`, the way a sample's texts are pooled at test time.
-Runs on :class:`fgmm.train.Trainer`; on CPU a few
-thousand steps of 32 short sentences take minutes.
+Runs on :class:`fgmm.train.Trainer`; on CPU a few thousand steps of 32 short sentences take minutes.
 """
 
 from __future__ import annotations
