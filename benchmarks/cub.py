@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
                         help=f"comma-separated tasks (registered: {', '.join(TASKS.names())})")
     parser.add_argument("--vision", default="efficientnet_lite2", help="vision encoder (any timm name)")
+    parser.add_argument("--zoom", action="store_true",
+                        help="append object-zoom features to the image features (fgmm.encoders.zoom; 3x encoding)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (mean and sd are reported)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     parser.add_argument("--update", action="store_true",
@@ -67,7 +69,8 @@ def run_seed(args: argparse.Namespace, seed: int, tasks: list[str], cache: Featu
     dataset = load_cub(args.root, seed=seed)
     load_seconds = time.perf_counter() - start
     unseen = [class_id - 1 for class_id in CUB_CAPTION_CLASS_IDS]
-    ctx, stats = build_context(dataset, cache=cache, vision=args.vision, unseen_classes=unseen,
+    ctx, stats = build_context(dataset, cache=cache, vision=args.vision,
+                               vision_options={"zoom": True} if args.zoom else None, unseen_classes=unseen,
                                seed=seed, device=args.device, out_dir=args.out.parent)
     ctx.text_classes = unseen  # the text and retrieval keys are over the 50 contract caption classes
     metrics = run_tasks(ctx, tasks)

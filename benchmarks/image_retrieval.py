@@ -4,6 +4,12 @@
         [--cache DIR] [--seed 0] [--device cpu]
     python benchmarks/image_retrieval.py --table benchmarks/results/cub_image_retrieval.json   # README table
 
+``--zoom`` compares the descriptors on the object-zoom features instead (``create_encoder("vision",
+zoom=True)``: the image and the bird found by the backbone's own activations, ``fgmm.encoders.zoom``), next to
+the same kNN baseline on the plain features; its variants are named ``zoom <descriptor>``:
+
+    python benchmarks/image_retrieval.py --root DIR --zoom --out benchmarks/results/cub_image_retrieval_zoom.json
+
 ``--save-descriptor FILE`` also writes the selected descriptor fitted on classes 1-100, ready for
 ``fgmm index build --images DIR --descriptor FILE`` (it is derived from CUB images: keep it out of the
 repository).
@@ -49,11 +55,13 @@ from fgmm.tasks.image_retrieval import (
     evaluate_variants,
     fit_descriptor,
     multiview_encoder,
+    needs_multiview,
     retrieval_split,
     validation_splits,
 )
 
 KEYS = ("R@1", "R@2", "R@4", "R@8", "mAP")
+ZOOM_PREFIX = "zoom "
 ANCHORS = {"Proxy-Anchor (BN-Inception, fine-tuned)": 0.699, "frozen CLIP ViT-B/16": 0.665,
            "frozen DINO ViT-S/16": 0.627, "SCDA": 0.622}
 
@@ -66,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the metric heads' training")
     parser.add_argument("--device", default="cpu", help="torch device for the metric heads")
     parser.add_argument("--table", type=Path, default=None, help="print the README table of a results JSON and exit")
+    parser.add_argument("--zoom", action="store_true",
+                        help="descriptors on the object-zoom features (3 backbone passes per image, cached)")
     parser.add_argument("--save-descriptor", type=Path, default=None,
                         help="write the selected descriptor, fitted on classes 1-100, to this file")
     args = parser.parse_args(argv)
@@ -74,8 +84,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def all_variants() -> list[Variant]:
-    return [Variant(d, r) for d in DESCRIPTORS for r in RERANKINGS]
+def all_variants(zoom: bool = False) -> list[Variant]:
+    """Every descriptor x re-ranker; with ``zoom`` only those reading one feature vector per image (test-time
+    views are part of the zoom encoder itself)."""
+    variants = [Variant(d, r) for d in DESCRIPTORS for r in RERANKINGS]
+    return [v for v in variants if not needs_multiview([v])] if zoom else variants
+
+
+def prefixed(results: dict[str, dict[str, float]], prefix: str) -> dict[str, dict[str, float]]:
+    return {prefix + name: metrics for name, metrics in results.items()}
 
 
 def select(validation: dict[str, dict[str, float]]) -> str:
@@ -106,19 +123,26 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = load_cub(args.root, seed=args.seed)
     cache = FeatureCache(args.cache or default_cache_dir())
     dataset, plain, stats = encode_dataset_images(dataset, cache)
-    encoder = multiview_encoder(create_encoder("vision"))
     encode_start = time.perf_counter()
-    multiview = cache.encode_images(encoder, [s.image for s in dataset]).features
-    seconds = {"encode_plain": stats["seconds"], "encode_multiview": round(time.perf_counter() - encode_start, 1)}
-    features = ViewFeatures(plain, multiview)
+    if args.zoom:
+        encoder = create_encoder("vision", zoom=True)
+        features, prefix = ViewFeatures(cache.encode_images(encoder, [s.image for s in dataset]).features), ZOOM_PREFIX
+    else:
+        encoder = multiview_encoder(create_encoder("vision"))
+        features, prefix = ViewFeatures(plain, cache.encode_images(encoder, [s.image for s in dataset]).features), ""
+    seconds = {"encode_plain": stats["seconds"],
+               f"encode_{'zoom' if args.zoom else 'multiview'}": round(time.perf_counter() - encode_start, 1)}
     labels = torch.as_tensor(dataset.labels).long()
-    variants = all_variants()
+    variants = all_variants(args.zoom)
 
     folds, describe_split = [], []
     for part, split in [*(("validation", s) for s in validation_splits(labels)), ("test", retrieval_split(labels))]:
         part_start = time.perf_counter()
-        folds.append(evaluate_variants(features, labels, split.train, split.evaluation, variants,
-                                       seed=args.seed, device=args.device))
+        results = prefixed(evaluate_variants(features, labels, split.train, split.evaluation, variants,
+                                             seed=args.seed, device=args.device), prefix)
+        if args.zoom:  # the baseline stays the plain features' kNN
+            results.update(evaluate_variants(ViewFeatures(plain), labels, split.train, split.evaluation, [BASELINE]))
+        folds.append(results)
         describe_split.append({
             "part": part, "train_classes": f"{split.train_classes[0] + 1}-{split.train_classes[-1] + 1}",
             "search_classes": f"{split.evaluation_classes[0] + 1}-{split.evaluation_classes[-1] + 1}",
@@ -139,16 +163,19 @@ def main(argv: list[str] | None = None) -> dict:
         "selected_on": "mean validation R@1 (then mAP) of two folds: train 1-50 / search 51-100 and the reverse",
         "task_recipe": RECIPE.name, "selected_is_task_recipe": selected == RECIPE.name,
         "splits": describe_split, "variants": test, "validation": validation, "validation_folds": folds,
-        "about": {name: spec.about for name, spec in DESCRIPTORS.items()},
+        "about": {prefix + name: spec.about for name, spec in DESCRIPTORS.items()
+                  if not args.zoom or not needs_multiview([Variant(name)])},
+        "features": "object zoom: [image; zoomed object] (fgmm.encoders.zoom)" if args.zoom else "plain + multiview",
         "rerankers": RERANKINGS, "anchors_R@1": ANCHORS,
-        "encoder": {"plain": stats["encoder_fingerprint"], "multiview": encoder.fingerprint(),
-                    "multiview_name": encoder.name},
+        "encoder": {"plain": stats["encoder_fingerprint"], "zoom" if args.zoom else "multiview": encoder.fingerprint(),
+                    "name": encoder.name},
         "seed": args.seed, "device": args.device, "torch_threads": torch.get_num_threads(), "seconds": seconds,
     }
     write_json_atomic(args.out, output)
     if args.save_descriptor is not None:
-        descriptor = fit_descriptor(features, labels, retrieval_split(labels).train, Variant(*selected.split(" + "))
-                                    .descriptor, seed=args.seed, device=args.device)
+        descriptor = fit_descriptor(features, labels, retrieval_split(labels).train,
+                                    Variant(*selected.removeprefix(prefix).split(" + ")).descriptor, seed=args.seed,
+                                    device=args.device)
         if descriptor is None:
             console.print("the selected variant uses the frozen features unchanged: no descriptor to save")
         else:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,9 +32,12 @@ def default_cache_dir() -> Path:
 
 def encode_dataset_images(dataset: MultiModalDataset, cache: FeatureCache, *,
                           vision: str = "efficientnet_lite2", image_size: int | None = None,
-                          batch_size: int = 32, skip_bad: bool = False,
+                          vision_options: Mapping[str, Any] | None = None, batch_size: int = 32,
+                          skip_bad: bool = False,
                           progress: bool = True) -> tuple[MultiModalDataset, torch.Tensor, dict]:
     """Frozen image features of every sample, through ``cache``.
+
+    ``vision_options`` are further keyword arguments of the vision encoder (e.g. ``{"zoom": True}``).
 
     Returns the dataset (without the samples whose image could not be read when ``skip_bad``;
     they are listed in ``stats["skipped"]``), the ``[N, d]`` features aligned with it, and timing
@@ -42,7 +47,7 @@ def encode_dataset_images(dataset: MultiModalDataset, cache: FeatureCache, *,
     if missing:
         raise DataError(dataset.root, f"{len(missing)} samples have no image (first: '{missing[0]}'); "
                                       "image features need an image per sample")
-    encoder = create_encoder("vision", vision, image_size=image_size)
+    encoder = create_encoder("vision", vision, image_size=image_size, **(vision_options or {}))
     start = time.perf_counter()
     result = cache.encode_images(encoder, [s.image for s in dataset], batch_size=batch_size,
                                  progress=progress, skip_bad=skip_bad)
@@ -61,19 +66,22 @@ def encode_dataset_images(dataset: MultiModalDataset, cache: FeatureCache, *,
 
 def build_context(dataset: MultiModalDataset, *, cache: FeatureCache | None = None,
                   vision: str = "efficientnet_lite2", image_size: int | None = None,
-                  unseen_classes: list[int] | None = None, seed: int = 0, quick: bool = False,
+                  vision_options: Mapping[str, Any] | None = None, unseen_classes: list[int] | None = None,
+                  seed: int = 0, quick: bool = False,
                   out_dir: Path | None = None, device: str | None = None, skip_bad: bool = False,
                   progress: bool = True) -> tuple[TaskContext, dict]:
     """Encode ``dataset``'s images and wrap everything tasks need into a :class:`TaskContext`.
 
-    ``unseen_classes`` defaults to ``dataset.unseen_classes``. Returns the context and the encoding
+    ``unseen_classes`` defaults to ``dataset.unseen_classes``; ``vision``, ``image_size`` and
+    ``vision_options`` choose the image encoder (:func:`encode_dataset_images`). Returns the context and the encoding
     stats of :func:`encode_dataset_images`.
     """
     if not dataset.split:
         raise DataError(dataset.root, "the dataset has no train/test split")
     cache = cache or FeatureCache(default_cache_dir())
     dataset, features, stats = encode_dataset_images(dataset, cache, vision=vision, image_size=image_size,
-                                                     skip_bad=skip_bad, progress=progress)
+                                                     vision_options=vision_options, skip_bad=skip_bad,
+                                                     progress=progress)
     unseen = list(dataset.unseen_classes if unseen_classes is None else unseen_classes)
     if unseen_classes is not None:
         dataset = replace(dataset, unseen_classes=unseen)

@@ -329,3 +329,30 @@ def test_view_features_average_the_cached_parts():
     assert torch.equal(features.single("hflip", "scda"), blocks[("hflip", "scda")])
     with pytest.raises(DataError, match="multi-view"):
         ViewFeatures(plain).get(["hflip"], "avg")
+
+
+def test_cli_image_index_with_zoom_round_trips_its_encoder(bird_folders, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from fgmm.cli.main import app
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runner = CliRunner()
+    index = tmp_path / "zoomed"
+    built = runner.invoke(app, ["index", "build", "--images", str(bird_folders / "gallery"), "--out", str(index),
+                                "--vision", "efficientnet_lite0", "--image-size", "64", "--zoom", "--whiten-on",
+                                str(bird_folders / "train")])
+    assert built.exit_code == 0, built.output
+    spec = json.loads((index / "retriever.json").read_text())
+    assert spec["encoders"]["image"]["options"] == {"image_size": 64, "zoom": True}
+    found = runner.invoke(app, ["retrieve", "--index", str(index), "--image", str(bird_folders / "query.jpg"),
+                                "-k", "3", "--json"])
+    assert found.exit_code == 0, found.output
+    rows = json.loads(found.output[:found.output.rindex("}") + 1])["results"]
+    assert [r["class"] for r in rows] == ["red"] * 3
+    views = runner.invoke(app, ["index", "build", "--images", str(bird_folders / "gallery"), "--out",
+                                str(tmp_path / "both"), "--vision", "efficientnet_lite0", "--zoom", "--views",
+                                "identity,hflip"])
+    assert views.exit_code != 0 and "without zoom" in views.output

@@ -197,6 +197,24 @@ def test_overriding_a_component_drops_the_options_written_for_the_presets_one():
     assert kept.class_embeddings.options == {"mean_weight": 0.5, "ridge": 0.3}
 
 
+def test_image_shortcuts_set_the_image_encoder():
+    from fgmm.space import model_config
+
+    config = model_config("image", vision="convnext_tiny", zoom=True, image_size=None, pretrained=True)
+    assert config.modalities["image"].encoder == "convnext_tiny"
+    assert config.modalities["image"].encoder_options == {"zoom": True}  # defaults add nothing
+    merged = model_config("image", modalities={"image": {"encoder_options": {"image_size": 224}}}, zoom=True)
+    assert merged.modalities["image"].encoder_options == {"image_size": 224, "zoom": True}
+    model = create_model("image", classes=["a", "b"], vision="test_efficientnet", pretrained=False,
+                         image_size=32, zoom=True)
+    assert model.config.modalities["image"].input_dim == 512  # [image; object] of a 256-d backbone
+    from fgmm.experiment import ExperimentConfig  # fgmm train --zoom / model.zoom in a config file
+
+    experiment = ExperimentConfig.from_sources(None, {"model.zoom": True, "model.image_size": 64})
+    assert experiment.model.overrides() == {"modalities": {"image": {"encoder_options": {"image_size": 64,
+                                                                                         "zoom": True}}}}
+
+
 def test_metric_losses_are_found_without_importing_the_retrieval_package():
     import subprocess
     import sys

@@ -20,6 +20,7 @@ def build(
     root: Path = typer.Argument(..., help="dataset root"),
     vision: str = typer.Option(DEFAULT_VISION, help="vision encoder (any timm name)"),
     image_size: int | None = typer.Option(None, min=1, help="input size (default: the model's)"),
+    zoom: bool = typer.Option(False, "--zoom", help="object-zoom features (what `fgmm train --zoom` reads)"),
     batch_size: int = typer.Option(32, min=1, help="images per forward pass"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="skip unreadable images (listed) instead of failing"),
     cache: Path | None = CACHE_OPTION,
@@ -30,6 +31,7 @@ def build(
 
     dataset = load_dataset(root)
     _, features, stats = encode_dataset_images(dataset, feature_cache(cache), vision=vision, image_size=image_size,
+                                               vision_options={"zoom": True} if zoom else None,
                                                batch_size=batch_size, skip_bad=skip_bad)
     rate = f", {stats['images_per_s']} images/s" if stats["images_per_s"] else " (all cached already)"
     console.print(f"{features.shape[0]} x {features.shape[1]} features for {stats['encoder']}: "

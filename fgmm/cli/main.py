@@ -101,8 +101,8 @@ def _shipped_example(config: Path | None) -> Path | None:
 
 
 TRAIN_OVERRIDES = {"data": "data.root", "model": "model.preset", "vision": "model.vision", "kg": "data.kg",
-                   "epochs": "train.epochs", "lr": "train.lr", "finetune": "model.finetune", "out": "train.out_dir",
-                   "skip_bad": "data.skip_bad", "cache": "cache_dir"}
+                   "epochs": "train.epochs", "lr": "train.lr", "finetune": "model.finetune", "zoom": "model.zoom",
+                   "out": "train.out_dir", "skip_bad": "data.skip_bad", "cache": "cache_dir"}
 
 
 @app.command(epilog="Examples:\n\n  fgmm train -c cub_image_kg --data data/cub200   (an example config shipped "
@@ -125,6 +125,9 @@ def train(
     lr: float | None = typer.Option(None, help="learning rate (overrides the config)"),
     finetune: bool | None = typer.Option(None, "--finetune/--frozen",
                                          help="train the backbone end to end (GPU) or a head on cached features"),
+    zoom: bool | None = typer.Option(None, "--zoom/--no-zoom",
+                                     help="append object-zoom image features (the bird found by the backbone, "
+                                          "encoded again; 3x encoding)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="run folder (overrides the config)"),
     cache: Path | None = typer.Option(None, "--cache", help=CACHE_HELP),
     skip_bad: bool | None = typer.Option(None, "--skip-bad", help="skip unreadable images (counted, listed)"),
@@ -146,7 +149,7 @@ def train(
 
     config = _shipped_example(config)
     values = {"data": data, "model": model, "vision": vision, "kg": kg, "epochs": epochs, "lr": lr,
-              "finetune": finetune, "out": out, "skip_bad": skip_bad, "cache": cache}
+              "finetune": finetune, "zoom": zoom, "out": out, "skip_bad": skip_bad, "cache": cache}
     cfg = ExperimentConfig.from_sources(config, {TRAIN_OVERRIDES[k]: v for k, v in values.items()},
                                         names={v: f"--{k.replace('_', '-')}" for k, v in TRAIN_OVERRIDES.items()})
     result = train_experiment(cfg, resume=resume, fresh=fresh, force=force)

@@ -133,6 +133,8 @@ def build(
                                                             "cross-modal queries"),
     vision: str = typer.Option(DEFAULT_VISION, help="vision encoder (any timm name)"),
     image_size: int | None = typer.Option(None, min=1, help="vision encoder input size (default: the model's)"),
+    zoom: bool = typer.Option(False, "--zoom", help="image->image: append object-zoom features (the bird found by "
+                                                    "the backbone, encoded again; 3x encoding)"),
     text_model: str = typer.Option(DEFAULT_TEXT, help="text encoder (sentence-transformers / HF name)"),
     backend: str = typer.Option("torch", help="search backend: torch (exact) or faiss",
                                 callback=names_of("search backend", _backends)),
@@ -179,7 +181,8 @@ def build(
     labelled = _labelled_images(whiten_on) if whiten_on is not None else None
     fitted = FGModel.from_pretrained(model_folder(model)) if model is not None else None
     quiet_transformers()
-    specs = {"image": ("vision", vision, {} if image_size is None else {"image_size": image_size}),
+    vision_options = {**({} if image_size is None else {"image_size": image_size}), **({"zoom": True} if zoom else {})}
+    specs = {"image": ("vision", vision, vision_options),
              "text": ("text", text_model, {}), "audio": ("audio", DEFAULT_AUDIO_MODEL, {})}
     if fitted is not None:  # the model's own encoders, checked against the ones it was fitted with
         if modality not in fitted.modalities:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from fgmm.encoders.base import Encoder
+from fgmm.encoders.zoom import object_mask
 from fgmm.errors import ConfigError
 from fgmm.registry import Registry
 
@@ -64,23 +65,6 @@ def gem_pool(feature_map: torch.Tensor, gem_p: float = 3.0) -> torch.Tensor:
 @POOLINGS.register("max")
 def max_pool(feature_map: torch.Tensor, gem_p: float = 3.0) -> torch.Tensor:
     return feature_map.amax(dim=(2, 3))
-
-
-def object_mask(feature_map: torch.Tensor) -> torch.Tensor:
-    r"""SCDA's object mask (Wei et al., *Selective Convolutional Descriptor Aggregation for Fine-Grained
-    Image Retrieval*, IEEE TIP 2017): positions where the channel sum :math:`A = \sum_c F_c` exceeds its
-    mean, restricted to the 8-connected component holding the peak of :math:`A` (the paper keeps the
-    largest component; the peak's is found by batched dilation). Returns ``[B, 1, h, w]`` floats in {0, 1}."""
-    activation = feature_map.sum(dim=1, keepdim=True)
-    above = activation > activation.mean(dim=(2, 3), keepdim=True)
-    flat = activation.flatten(1)
-    component = torch.zeros_like(flat).scatter_(1, flat.argmax(dim=1, keepdim=True), 1.0).view_as(activation)
-    for _ in range(activation.shape[2] * activation.shape[3]):
-        grown = torch.nn.functional.max_pool2d(component, 3, stride=1, padding=1) * above
-        if torch.equal(grown, component):
-            break
-        component = grown
-    return component
 
 
 @POOLINGS.register("scda")
@@ -133,6 +117,9 @@ class MultiViewEncoder(Encoder):
             raise ConfigError(f"unknown combine '{combine}'; choose one of: {', '.join(COMBINES)}")
         if not hasattr(base, "model") or not hasattr(base.model, "forward_features"):
             raise ConfigError(f"encoder '{base.name}' exposes no timm model with forward_features()")
+        if getattr(base, "zoom", None):
+            raise ConfigError("test-time views take an encoder without zoom (the zoom view already averages the "
+                              "object and its mirror image)")
         view_fns = [VIEWS.get(v) for v in views]
         pool_fns = [POOLINGS.get(p) for p in poolings]
         blocks = len(poolings) * (len(views) if combine == "concat" else 1)

@@ -9,7 +9,8 @@ Named presets are JSON files shipped in ``fgmm/space/presets/`` (package data)::
 
 Overrides patch the preset, e.g. ``create_model("image-text", classes=names, dim=512)`` or
 ``create_model("image", classes=names, modalities={"image": {"encoder": "convnext_tiny"}})`` (nested
-dictionaries are merged).
+dictionaries are merged); :data:`IMAGE_SHORTCUTS` (``vision="convnext_tiny"``, ``image_size=224``,
+``zoom=True``, ``pretrained=False``) set the image encoder in one word.
 """
 
 from __future__ import annotations
@@ -63,12 +64,36 @@ def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+IMAGE_SHORTCUTS = {"vision": ("encoder", None), "image_size": ("image_size", None), "zoom": ("zoom", False),
+                   "pretrained": ("pretrained", True)}
+"""Override keywords that set the image modality's encoder (``vision``) or its ``encoder_options``:
+``keyword -> (config key, the default that adds nothing)``."""
+
+
+def image_shortcuts(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with the :data:`IMAGE_SHORTCUTS` keywords moved into ``modalities.image``."""
+    patch = {k: v for k, v in overrides.items() if k not in IMAGE_SHORTCUTS}
+    given = {IMAGE_SHORTCUTS[k][0]: v for k, v in overrides.items()
+             if k in IMAGE_SHORTCUTS and v is not None and v != IMAGE_SHORTCUTS[k][1]}
+    if not given:
+        return patch
+    modalities = patch["modalities"] = copy.deepcopy(patch.get("modalities", {}))
+    image = modalities.setdefault("image", {})
+    if "encoder" in given:
+        image["encoder"] = given.pop("encoder")
+    if given:
+        image["encoder_options"] = {**image.get("encoder_options", {}), **given}
+    return patch
+
+
 def model_config(model: str | dict[str, Any] | FGModelConfig, **overrides: Any) -> FGModelConfig:
-    """The validated config of a preset name or a config dict, with ``overrides`` merged in."""
+    """The validated config of a preset name or a config dict, with ``overrides`` merged in
+    (:func:`image_shortcuts` first)."""
     if isinstance(model, FGModelConfig):
         if overrides:
             raise ConfigError("pass overrides with a preset name or a config dict, not with an FGModelConfig")
         return copy.deepcopy(model)
+    overrides = image_shortcuts(overrides)
     data = preset(model) if isinstance(model, str) else copy.deepcopy(model)
     data.pop("description", None)
     merged = _merge(data, overrides)
