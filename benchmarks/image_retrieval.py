@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             console.print(f"descriptor: {descriptor.save(args.save_descriptor)}")
     console.print(markdown_table(output), markup=False)
-    if selected != RECIPE.name:
+    if selected != RECIPE.name and not args.zoom:
         console.print(f"[yellow]note:[/] validation selects '{selected}', the image_retrieval task runs "
                       f"'{RECIPE.name}' (update fgmm.tasks.image_retrieval.RECIPE)")
     console.print(f"wrote {args.out}")
