@@ -128,6 +128,10 @@ def test_cache_build_info_clear(tiny_cub: Path, tmp_path: Path) -> None:
     assert "efficientnet_lite0" in info.output
     cleared = runner.invoke(app, ["cache", "clear", "--cache", str(cache)])
     assert "removed 1 namespace" in cleared.output
+    zoomed = runner.invoke(app, ["cache", "build", str(tiny_cub), "--vision", "efficientnet_lite0",
+                                 "--image-size", "64", "--zoom", "--cache", str(cache)])
+    assert zoomed.exit_code == 0, zoomed.output
+    assert " x 2560 features" in zoomed.output  # [image; object], 2 x 1280
 
 
 def test_train_on_corrupt_image_fails_clearly_or_skips(tiny_cub_corrupt: Path, tmp_path: Path) -> None:
