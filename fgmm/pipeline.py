@@ -87,5 +87,7 @@ def build_context(dataset: MultiModalDataset, *, cache: FeatureCache | None = No
         dataset = replace(dataset, unseen_classes=unseen)
     ctx = TaskContext(dataset=dataset, features={"image": features}, unseen_classes=unseen, seed=seed,
                       device=device or ("cuda" if torch.cuda.is_available() else "cpu"), quick=quick,
-                      out_dir=out_dir, cache=cache, encoders={"image": vision})
+                      out_dir=out_dir, cache=cache, encoders={"image": vision},
+                      encoder_options={"image": {**({"image_size": image_size} if image_size else {}),
+                                                 **(vision_options or {})}})
     return ctx, stats

@@ -314,6 +314,12 @@ def test_image_retrieval_task_keys_and_protocol(tiny_procedural, monkeypatch):
     for prefix in ("img_", "img_knn_"):
         assert {f"{prefix}{k}" for k in ("R@1", "R@2", "R@4", "R@8", "mAP")} <= set(metrics)
     assert metrics["img_knn_R@1"] > 0.5 and 0 < metrics["img_mAP"] <= 1
+    # a context of object-zoom features runs the zoom recipe: no multi-view features are encoded
+    zoomed = TaskContext(dataset=tiny_procedural, features={"image": features},
+                         encoder_options={"image": {"zoom": True}})
+    monkeypatch.setattr(task, "encode_multiview", lambda *a: pytest.fail("a zoom context encodes no multi-view"))
+    monkeypatch.setattr(task, "RECIPE", task.Variant("mirror-gem+whiten", "kreciprocal"))
+    assert task.image_retrieval_task(zoomed)["img_R@1"] == metrics["img_R@1"]
 
 
 def test_view_features_average_the_cached_parts():

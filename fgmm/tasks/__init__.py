@@ -47,6 +47,8 @@ class TaskContext:
         cache: a :class:`fgmm.cache.FeatureCache` for tasks that encode more (e.g. texts).
         shared: results tasks hand to later tasks (e.g. a trained image head).
         encoders: the encoder (model name) behind each modality's features, e.g. ``{"image": "efficientnet_lite2"}``.
+        encoder_options: the further keyword arguments those encoders were created with, e.g.
+            ``{"image": {"zoom": True}}``.
         text_classes: the class set of the text and retrieval tasks (CUB: the 50 contract caption
             classes); ``None``: every class with a captioned training sample.
     """
@@ -61,6 +63,7 @@ class TaskContext:
     cache: Any = None
     shared: dict[str, Any] = field(default_factory=dict)
     encoders: dict[str, str] = field(default_factory=dict)
+    encoder_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     text_classes: list[int] | None = None
 
     def model(self, preset: str | dict[str, Any], class_names: Sequence[str] | None = None,
