@@ -88,3 +88,18 @@ def test_zoom_encoder_trains_end_to_end_and_caches(tmp_path):
 def test_zoom_options_are_checked():
     with pytest.raises(ConfigError, match="zoom_source >= 1"):
         TimmVisionEncoder("test_efficientnet", pretrained=False, zoom=True, zoom_source=0.5)
+
+
+def test_a_zoom_model_fits_saves_and_predicts_from_image_files(tiny_procedural, tmp_path):
+    import fgmm
+
+    model = fgmm.create_model("image", dataset=tiny_procedural, vision="test_efficientnet", pretrained=False,
+                              image_size=32, zoom=True)
+    cache = FeatureCache(tmp_path / "cache")
+    model.fit(tiny_procedural.part("train"), cache=cache)
+    model.save_pretrained(tmp_path / "model")
+    loaded = fgmm.FGModel.from_pretrained(tmp_path / "model")
+    assert loaded.config.modalities["image"].encoder_options == {"image_size": 32, "zoom": True, "pretrained": False}
+    image = tiny_procedural.part("test")[0].image
+    first, again = model.predict(images=[image], k=2), loaded.predict(images=[image], k=2)
+    assert [name for name, _ in first[0]] == [name for name, _ in again[0]] and len(first[0]) == 2
