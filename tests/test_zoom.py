@@ -88,6 +88,9 @@ def test_zoom_encoder_trains_end_to_end_and_caches(tmp_path):
 def test_zoom_options_are_checked():
     with pytest.raises(ConfigError, match="zoom_source >= 1"):
         TimmVisionEncoder("test_efficientnet", pretrained=False, zoom=True, zoom_source=0.5)
+    vit = TimmVisionEncoder("test_vit", pretrained=False, zoom=True)
+    with pytest.raises(ConfigError, match="convolutional backbone"):
+        vit.encode(torch.randn(1, 3, 2 * vit.input_size[0], 2 * vit.input_size[1]))
 
 
 def test_a_zoom_model_fits_saves_and_predicts_from_image_files(tiny_procedural, tmp_path):

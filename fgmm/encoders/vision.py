@@ -123,6 +123,9 @@ class TimmVisionEncoder(Encoder):
         """``[g; z]`` of the module docstring from ``[B, 3, sH, sW]`` source images."""
         size = self.input_size
         feature_map = self.model.forward_features(downscale(source, size))
+        if feature_map.ndim != 4:
+            raise ConfigError(f"zoom locates the object on a [B, C, h, w] feature map; '{self.name}' gives "
+                              f"{tuple(feature_map.shape)} (a transformer's tokens): use a convolutional backbone")
         with torch.no_grad():
             boxes = object_boxes(object_mask(feature_map.float()), margin=self.zoom["margin"])
         crops = crop_boxes(source, boxes, size)
