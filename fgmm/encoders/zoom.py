@@ -4,12 +4,12 @@ Fine-grained detail (a wing bar, an eye ring) is a few pixels wide once a whole 
 backbone's input side :math:`S`. The zoom view re-encodes the object at full input resolution, found
 without any box or part annotation:
 
-1. the image at source resolution :math:`sS` (:math:`s` = ``source_scale``) is resized to :math:`S` and
+1. the image at source resolution :math:`sS` (:math:`s` = the encoder's ``zoom_source``) is resized to :math:`S` and
    encoded, :math:`F = f_\theta(\downarrow x) \in \mathbb{R}^{C \times h \times w}`,
    :math:`\mathbf g = \operatorname{GAP}(F)`;
 2. SCDA's object mask :math:`M` of :math:`F` (:func:`object_mask`: positions whose channel-summed
    activation exceeds its mean, in the peak's connected component; Wei et al., IEEE TIP 2017) gives the
-   tight box of :math:`M`, grown to the input's aspect ratio and by ``margin`` on each side, kept inside
+   tight box of :math:`M`, grown to the image's proportions and by ``margin`` on each side, kept inside
    the image (:func:`object_boxes`);
 3. that box is cut from the source image and resized to :math:`S` (:func:`crop_boxes`, RoIAlign), and
    :math:`\mathbf z = \tfrac12\big(\operatorname{GAP} f_\theta(x_B)
