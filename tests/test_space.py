@@ -48,7 +48,8 @@ def accuracy(model: FGModel, features: dict, labels: torch.Tensor) -> float:
 def test_presets_are_listed_and_validated():
     names = list_models()
     assert {"image", "image-kg", "image-gnn", "image-text", "image-text-kg"} <= set(names)
-    assert list_models("image-text*") == ["image-text", "image-text-attributes", "image-text-kg", "image-text-product"]
+    assert list_models("image-text*") == ["image-text", "image-text-attributes", "image-text-kg", "image-text-ngrams",
+                                        "image-text-product"]
     with pytest.raises(ConfigError, match="unknown model .imag.; choose one of: .*image-kg"):
         create_model("imag", classes=["a"])
     with pytest.raises(ConfigError, match="did you mean 'fusion'"):

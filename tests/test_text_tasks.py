@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fgmm.encoders.ngrams import NGRAM_FEATURES
 from fgmm.tasks import TaskContext, run_tasks
-from fgmm.tasks.text import captioned, text_run
+from fgmm.tasks.text import captioned, captioned_classes, product_run, text_run
 
 
 class HashedWords:
@@ -51,8 +52,12 @@ def test_text_classes_restrict_the_tasks_and_add_the_all_class_fusion_key(tiny_p
     ctx = context(tiny_procedural, text_classes=[0, 1])
     metrics = run_tasks(ctx, ["text"])
     assert text_run(ctx).classes == [0, 1]
-    assert 0.0 <= metrics["fused_top1"] <= 1.0 and 0.0 <= metrics["fused_top1_joint"] <= 1.0  # every captioned class
-    assert 0.0 <= metrics["fused_top1_50_product"] <= 1.0
+    for key in ("fused_top1", "fused_top1_minilm", "fused_top1_joint", "fused_top1_50_product"):
+        assert 0.0 <= metrics[key] <= 1.0  # fused_top1*: every captioned class
+    every = captioned_classes(ctx)
+    ngrams, minilm = product_run(ctx, every, "image-text-ngrams"), product_run(ctx, every)
+    assert ngrams.text.dim == NGRAM_FEATURES and minilm.text.dim == HashedWords.dim  # each preset's own text model
+    assert ngrams.model.priors["text"].whitening.shrinkage == 3.0
 
 
 def test_retrieval_fine_tunes_a_copy_of_the_text_tower_and_reports_the_tuned_caption_keys(tiny_procedural, one_thread):

@@ -25,6 +25,7 @@ vectors of a frozen encoder in a :class:`fgmm.cache.FeatureCache` keyed by the S
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -76,7 +77,13 @@ OFFLINE_TEXT_MODELS: tuple[OfflineTextModel, ...] = (
 )
 
 
-OFFLINE_MODELS["text"] = lambda: [OfflineModel("text", m.name, m.package, m.license) for m in OFFLINE_TEXT_MODELS]
+ANALYTIC_TEXT_MODELS: dict[str, str] = {"word-ngrams": "word-ngrams"}
+"""Text models computed without weights (name -> their :data:`TEXT_BACKENDS` entry): ``word-ngrams``,
+hashed word and word-pair counts (:mod:`fgmm.encoders.ngrams`)."""
+
+OFFLINE_MODELS["text"] = lambda: [
+    *(OfflineModel("text", m.name, m.package, m.license) for m in OFFLINE_TEXT_MODELS),
+    *(OfflineModel("text", name, "no weights (hashed word n-grams)", "-") for name in ANALYTIC_TEXT_MODELS)]
 
 
 def offline_text_model(name: str) -> OfflineTextModel | None:
@@ -180,8 +187,10 @@ class TextEncoder(Encoder):
     """Sentence embeddings from a sentence-transformers or Hugging Face model.
 
     Args:
-        name: ``"all-MiniLM-L6-v2"`` (offline default), a local model folder, or a hub id.
-        backend: ``"sentence-transformers"`` (default) or ``"hf"`` (``AutoModel`` + mean pooling).
+        name: ``"all-MiniLM-L6-v2"`` (offline default), ``"word-ngrams"`` (hashed word n-grams, no weights:
+            :mod:`fgmm.encoders.ngrams`), a local model folder, or a hub id.
+        backend: ``"sentence-transformers"``, ``"hf"`` (``AutoModel`` + mean pooling) or ``"word-ngrams"``;
+            ``None`` (default): the backend of an analytic model name, else ``"sentence-transformers"``.
         frozen: no gradients and eval mode; :meth:`encode` runs without autograd. ``False`` fine-tunes
             (feed :meth:`tokenize` output to :meth:`forward`, e.g. to tune it towards a model's class
             embeddings).
@@ -199,10 +208,11 @@ class TextEncoder(Encoder):
 
     modality = "text"
 
-    def __init__(self, name: str = DEFAULT_TEXT_MODEL, backend: str = "sentence-transformers", frozen: bool = True,
+    def __init__(self, name: str = DEFAULT_TEXT_MODEL, backend: str | None = None, frozen: bool = True,
                  normalize: bool = True, batch_size: int = 64, max_length: int | None = None,
                  device: str | torch.device = "cpu"):
         packaged = offline_text_model(name)
+        backend = backend or ANALYTIC_TEXT_MODELS.get(name.lower(), "sentence-transformers")
         backbone = TEXT_BACKENDS.get(backend)(name, max_length=max_length)
         super().__init__(name=packaged.name if packaged else name, dim=0, frozen=frozen)
         self.backend = backend
@@ -220,8 +230,14 @@ class TextEncoder(Encoder):
             self.backbone.train(was_training)
 
     @property
+    def analytic(self) -> bool:
+        """Whether the model has no weights (``"word-ngrams"``): its vectors are cheaper to compute again than
+        to store, so :meth:`encode_cached` does not cache them."""
+        return next(self.backbone.parameters(), None) is None
+
+    @property
     def device(self) -> torch.device:
-        return next(self.backbone.parameters()).device
+        return next(itertools.chain(self.backbone.parameters(), self.backbone.buffers())).device
 
     def preprocessing(self) -> dict[str, Any]:
         """Backend, token limit and normalisation: everything besides the weights that changes outputs."""
@@ -257,10 +273,10 @@ class TextEncoder(Encoder):
         """Like :meth:`encode`, reusing vectors stored in ``cache`` (a :class:`fgmm.cache.FeatureCache`).
 
         The namespace is :meth:`fingerprint`, the key of a text its SHA-256; only texts not stored yet
-        are encoded. Without a cache this is :meth:`encode`.
+        are encoded. Without a cache, or for an :attr:`analytic` model, this is :meth:`encode`.
         """
         texts = _checked(texts)
-        if cache is None:
+        if cache is None or self.analytic:
             return self.encode(texts)
         if not self.frozen:
             raise ConfigError(f"text encoder '{self.name}' is not frozen: the vectors of a trainable encoder "
