@@ -18,7 +18,7 @@ test split. Accuracies are overall top-1 over the test images.
   same with MiniLM sentence embeddings (``"image-text-product"``), ``fused_top1_joint`` — the
   ``"image-text"`` model. The product over the joint model, and then word n-grams (shrinkage 3) over
   MiniLM, were each chosen on an inner validation split of the training images (CUB, seed 0: 77.1% vs
-  72.0% image only; on object-zoom features 80.8% vs 78.3% with MiniLM).
+  72.0% image only; on object-zoom features 80.1% vs 78.7% with MiniLM, ``benchmarks/text_expert.py``).
 * ``text_tuned``: ``fused_top1_tuned`` — the MiniLM product model of every captioned class
   (``fused_top1_minilm``'s) with the test captions encoded by a copy of the text tower fine-tuned towards
   the model's own text expert (:func:`tuned_product_texts`, recipe :data:`PRODUCT_TOWER_TUNING`); a
